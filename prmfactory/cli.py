@@ -1,0 +1,231 @@
+"""The ``prmfactory`` command line: one thin command per stage (DESIGN.md §3.9).
+
+Commands parse flags, build the stage config and call the stage; heavy libraries are imported
+inside the commands so ``--help`` stays instant. Errors print one line and exit 2 (bad input or
+usage) or 1 (failure).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Callable, Optional
+
+import typer
+
+from prmfactory import cli_options as opt
+from prmfactory.errors import NotBuiltError, PrmfactoryError
+
+app = typer.Typer(
+    name="prmfactory",
+    help="Process-reward-model data factory: search, verify, judge, filter, train, evaluate, serve, publish.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+toy_app = typer.Typer(help="The offline arithmetic toy domain: problems, oracle, tiny policy and judge.",
+                      no_args_is_help=True)
+app.add_typer(toy_app, name="toy")
+
+
+def _fail(message: str, code: int) -> None:
+    from prmfactory.progress import console
+
+    console.print(f"[red]error:[/red] {message}", highlight=False, markup=True, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def handled(fn: Callable) -> Callable:
+    """Turn prmfactory errors into a one-line message and the right exit code."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except PrmfactoryError as exc:
+            _fail(str(exc), exc.exit_code)
+
+    return wrapper
+
+
+def _not_built(command: str, issue: int) -> None:
+    raise NotBuiltError(f"`prmfactory {command}` is not built yet (tracked in issue #{issue})")
+
+
+@app.command()
+@handled
+def mcts(input: opt.InputOpt, output: opt.OutputRunOpt, config: opt.ConfigOpt = None, limit: opt.LimitOpt = None,
+         seed: opt.SeedOpt = None, force: opt.ForceOpt = False, skip_invalid: opt.SkipInvalidOpt = False,
+         quiet: opt.QuietOpt = False) -> None:
+    """Search solution trees with a policy LLM and estimate per-step Monte-Carlo values."""
+    _not_built("mcts", 4)
+
+
+@app.command()
+@handled
+def verify(run: Annotated[Optional[Path], typer.Option("--run", help="Run folder with mcts shards.")] = None,
+           quiet: opt.QuietOpt = False) -> None:
+    """Check each step's arithmetic and algebra exactly (sympy) and final answers (math-verify)."""
+    _not_built("verify", 5)
+
+
+@app.command()
+@handled
+def judge(run: opt.RunOpt, quiet: opt.QuietOpt = False) -> None:
+    """Grade steps with an LLM judge, with majority votes over samples."""
+    _not_built("judge", 6)
+
+
+@app.command(name="filter")
+@handled
+def filter_(run: opt.RunOpt, quiet: opt.QuietOpt = False) -> None:
+    """Fuse MC values, tool verdicts and judge votes into step labels; write training shards."""
+    _not_built("filter", 6)
+
+
+@app.command(name="train-prm")
+@handled
+def train_prm(quiet: opt.QuietOpt = False) -> None:
+    """Train a discriminative or generative PRM on stepwise shards."""
+    _not_built("train-prm", 7)
+
+
+@app.command(name="eval")
+@handled
+def eval_(quiet: opt.QuietOpt = False) -> None:
+    """Evaluate a PRM on ProcessBench or by Best-of-N reranking."""
+    _not_built("eval", 7)
+
+
+@app.command()
+@handled
+def serve() -> None:
+    """Serve a PRM over HTTP for online RL."""
+    _not_built("serve", 8)
+
+
+@app.command()
+@handled
+def publish(run: opt.RunOpt) -> None:
+    """Push a run's training shards with a data card to the Hugging Face Hub."""
+    _not_built("publish", 9)
+
+
+@app.command(name="run")
+@handled
+def run_pipeline(pipeline: Annotated[Path, typer.Argument(help="pipelines/NAME.yaml")]) -> None:
+    """Run a pipeline of stages from a YAML file, resumably."""
+    _not_built("run", 9)
+
+
+@app.command()
+@handled
+def demo() -> None:
+    """Run the whole factory end to end on the offline toy domain."""
+    _not_built("demo", 9)
+
+
+@app.command()
+@handled
+def stats(run: opt.RunArg,
+          as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False) -> None:
+    """Counts per dataset and label distributions of a run folder."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from prmfactory.runstats import run_stats
+    from prmfactory.store import Run
+
+    result = run_stats(_existing_run(run))
+    if as_json:
+        print(json.dumps(result, indent=1))
+        return
+    out = Console()
+    table = Table(title=f"run {run}")
+    for column in ("dataset", "shards", "rows", "questions"):
+        table.add_column(column, justify="left" if column == "dataset" else "right")
+    for name, entry in result["datasets"].items():
+        table.add_row(name, str(entry["shards"]), str(entry["rows"]), str(entry["questions"]))
+    out.print(table)
+    dist = Table(title="distributions")
+    for column in ("column", "value", "count"):
+        dist.add_column(column, justify="right" if column == "count" else "left")
+    for name, entry in result["datasets"].items():
+        for column, counts in entry["distributions"].items():
+            for value, count in counts.items():
+                dist.add_row(f"{name}.{column}", value, str(count))
+    out.print(dist)
+    if "rejected_input_lines" in result:
+        out.print(f"rejected input lines: {result['rejected_input_lines']} (see {run / 'rejects.jsonl'})")
+
+
+@app.command()
+@handled
+def sql(run: opt.RunArg, query: Annotated[str, typer.Argument(help="SQL over views named after the datasets.")],
+        output_format: Annotated[str, typer.Option("--format", help="table, csv or json")] = "table") -> None:
+    """Run duckdb SQL over a run's shards (views: problems, nodes, questions, verdicts, judgements, steps)."""
+    from prmfactory.runstats import run_sql
+
+    table = run_sql(_existing_run(run), query)
+    if output_format == "json":
+        for row in table.to_pylist():
+            print(json.dumps(row, default=str, ensure_ascii=False))
+    elif output_format == "csv":
+        import pyarrow.csv as pacsv
+
+        pacsv.write_csv(table, sys.stdout.buffer)
+    elif output_format == "table":
+        from rich.console import Console
+        from rich.table import Table
+
+        view = Table()
+        for name in table.column_names:
+            view.add_column(name)
+        for row in table.to_pylist():
+            view.add_row(*(str(v) for v in row.values()))
+        Console().print(view)
+    else:
+        from prmfactory.errors import UsageError
+
+        raise UsageError(f"--format: expected table, csv or json, got {output_format!r}")
+
+
+def _existing_run(path: Path):
+    from prmfactory.errors import UsageError
+    from prmfactory.store import Run
+
+    run = Run(path)
+    if not run.exists():
+        raise UsageError(f"{path}: not a run folder (no manifest.json)")
+    return run
+
+
+@toy_app.command("problems")
+@handled
+def toy_problems() -> None:
+    """Write toy arithmetic problems as JSONL."""
+    _not_built("toy problems", 3)
+
+
+@toy_app.command("build")
+@handled
+def toy_build() -> None:
+    """Print the local paths of the toy policy and judge (rebuild with --retrain)."""
+    _not_built("toy build", 3)
+
+
+@toy_app.command("check")
+@handled
+def toy_check() -> None:
+    """Run the ground-truth oracle over toy solutions."""
+    _not_built("toy check", 3)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""Stage configuration: pydantic models, YAML loading, CLI flags over YAML (DESIGN.md §3.2).
+
+Every stage has a ``<Stage>Config`` subclass of :class:`StageConfig`. A YAML file is either a
+flat mapping of one stage's fields or a pipeline file (``stages: [{stage: NAME, config: {...}}]``),
+from which the stage's own section is taken. Fields that do not change what a stage writes
+(progress, concurrency, limits) are marked ``affects_output=False``; only the others take part in
+the "rerun with a different config" check.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from prmfactory.errors import UsageError
+
+ConfigT = TypeVar("ConfigT", bound="StageConfig")
+
+
+def runtime_field(default: Any, description: str, **kwargs: Any) -> Any:
+    """A config field that does not change a stage's outputs (excluded from the rerun check)."""
+    return Field(default, description=description, json_schema_extra={"affects_output": False}, **kwargs)
+
+
+class StageConfig(BaseModel):
+    """Base of every stage config: unknown keys are errors, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    def output_affecting(self) -> dict[str, Any]:
+        """The fields whose values change what the stage writes."""
+        data = self.model_dump(mode="json")
+        for name, field in type(self).model_fields.items():
+            extra = field.json_schema_extra
+            if isinstance(extra, dict) and extra.get("affects_output") is False:
+                data.pop(name, None)
+        return data
+
+
+def _format_validation_error(exc: ValidationError, where: str) -> str:
+    first = exc.errors()[0]
+    field = ".".join(str(p) for p in first["loc"]) or "(root)"
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{where}: field {field!r}: {first['msg']}{more}"
+
+
+def read_yaml_section(path: Path, stage: str) -> dict[str, Any]:
+    """The mapping for ``stage`` in a config or pipeline YAML file."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise UsageError(f"{path}: cannot read config: {exc}".splitlines()[0]) from exc
+    if not isinstance(data, dict):
+        raise UsageError(f"{path}: a config file must be a mapping")
+    if "stages" not in data:
+        return data
+    for index, entry in enumerate(data["stages"] or []):
+        if isinstance(entry, dict) and entry.get("stage") == stage:
+            return dict(entry.get("config") or {})
+    names = [e.get("stage") for e in data["stages"] or [] if isinstance(e, dict)]
+    raise UsageError(f"{path}: pipeline has no stage {stage!r} (it has {names})")
+
+
+def build_config(cls: type[ConfigT], stage: str, config_file: Path | None, flags: dict[str, Any]) -> ConfigT:
+    """Defaults, then the YAML file's section, then every flag that was given (not None)."""
+    values: dict[str, Any] = read_yaml_section(config_file, stage) if config_file else {}
+    values.update({k: v for k, v in flags.items() if v is not None})
+    try:
+        return cls(**values)
+    except ValidationError as exc:
+        where = str(config_file) if config_file else f"{stage} flags"
+        raise UsageError(_format_validation_error(exc, where)) from exc
+
+
+def dump_yaml(data: Any) -> str:
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)

