@@ -209,14 +209,15 @@ class Run:
         Returns the rows committed per dataset.
         """
         self._require_lock()
-        staged: list[tuple[str, dict[str, Any]]] = []
-        for dataset, rows in rows_by_dataset.items():
+        tables: dict[str, pa.Table] = {}
+        for dataset, rows in rows_by_dataset.items():  # validate everything before writing anything
             schema = schemas.load(dataset)
             table = rows if isinstance(rows, pa.Table) else schema.table(rows)
             schema.validate(table)
-            if table.num_rows == 0:
-                continue
-            table = table.replace_schema_metadata(schema.arrow.metadata)
+            if table.num_rows:
+                tables[dataset] = table.replace_schema_metadata(schema.arrow.metadata)
+        staged: list[tuple[str, dict[str, Any]]] = []
+        for dataset, table in tables.items():
             folder = self.root / dataset
             folder.mkdir(exist_ok=True)
             name = f"part-{self._next_index(dataset):05d}.parquet"

@@ -1,0 +1,48 @@
+"""Ground-truth oracle for toy problems: the exact index of a solution's first wrong step.
+
+The yardstick for benchmarks and tests; no pipeline stage calls it. A step ``i`` before the
+last must state the equation of operation ``i`` on the true running value
+(``a op b = c``; operands of ``+`` and ``*`` in either order) and no other equation; the step
+after the last operation must give ``\\boxed{answer}``; any step beyond it is wrong. A solution
+that stops early with every step right has no wrong step (−1); it has no final answer either.
+"""
+
+from __future__ import annotations
+
+import re
+
+from prmfactory.toy.problems import ToyProblem
+
+_EQUATION = re.compile(r"(-?\d+)\s*([+\-*/×÷x])\s*(-?\d+)\s*=\s*(-?\d+)")
+_BOXED = re.compile(r"\\boxed\{\s*(-?\d+)\s*\}")
+_SYMBOLS = {"×": "*", "x": "*", "÷": "/"}
+
+
+def _step_is_right(problem: ToyProblem, values: list[int], index: int, step: str) -> bool:
+    operations = problem.operations
+    if index < len(operations):
+        found = [(int(a), _SYMBOLS.get(op, op), int(b), int(c)) for a, op, b, c in _EQUATION.findall(step)]
+        operation = operations[index]
+        a, b, c = values[index], operation.operand, values[index + 1]
+        accepted = {(a, operation.op, b, c)}
+        if operation.op in "+*":
+            accepted.add((b, operation.op, a, c))
+        return len(found) == 1 and found[0] in accepted and not _BOXED.search(step)
+    if index == len(operations):
+        boxed = _BOXED.findall(step)
+        return len(boxed) == 1 and int(boxed[0]) == problem.answer and not _EQUATION.search(step)
+    return False
+
+
+def first_error(problem: ToyProblem, steps: list[str]) -> int:
+    """Index of the first wrong step of ``steps`` (0-based), or −1 when none is wrong."""
+    values = problem.values
+    for index, step in enumerate(steps):
+        if not _step_is_right(problem, values, index, step):
+            return index
+    return -1
+
+
+def final_answer_correct(problem: ToyProblem, steps: list[str]) -> bool:
+    """Whether the solution ends with the right boxed answer."""
+    return bool(steps) and len(_BOXED.findall(steps[-1])) == 1 and int(_BOXED.findall(steps[-1])[0]) == problem.answer

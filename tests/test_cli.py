@@ -1,0 +1,82 @@
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from prmfactory.cli import app
+from prmfactory.store import Run
+from tests.test_store import problem, question
+
+runner = CliRunner()
+COMMANDS = ["mcts", "verify", "judge", "filter", "train-prm", "eval", "serve", "publish", "run", "stats", "sql",
+            "demo", "toy"]
+
+
+@pytest.fixture
+def run_folder(tmp_path):
+    run = Run(tmp_path / "run")
+    with run.writing():
+        run.commit({"problems": [problem("a"), problem("b")], "questions": [question("a")]})
+        run.commit({"questions": [dict(question("b"), status="prefiltered_all_correct")]})
+    return run.root
+
+
+def test_help_lists_every_command():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in COMMANDS:
+        assert command in result.output
+
+
+def test_installed_entry_point_runs():
+    script = subprocess.run([sys.executable, "-c", "from prmfactory.cli import main; main()", "--help"],
+                            capture_output=True, text=True)
+    assert script.returncode == 0 and "train-prm" in script.stdout
+
+
+@pytest.mark.parametrize("command", [["serve"], ["demo"], ["train-prm"]])
+def test_unbuilt_command_says_so_and_exits_2(command):
+    result = runner.invoke(app, command)
+    assert result.exit_code == 2
+    assert "not built yet" in result.output
+
+
+def test_stats_json_counts_and_distributions(run_folder):
+    result = runner.invoke(app, ["stats", str(run_folder), "--json"])
+    assert result.exit_code == 0, result.output
+    stats = json.loads(result.output)
+    assert stats["datasets"]["problems"]["rows"] == 2
+    assert stats["datasets"]["questions"] == {
+        "shards": 2, "rows": 2, "questions": 2,
+        "distributions": {"status": {"prefiltered_all_correct": 1, "searched": 1}, "strategy": {"mc": 2}}}
+
+
+def test_stats_table_output(run_folder):
+    result = runner.invoke(app, ["stats", str(run_folder)])
+    assert result.exit_code == 0 and "questions.status" in result.output
+
+
+def test_sql_over_stage_views(run_folder):
+    result = runner.invoke(app, ["sql", str(run_folder), "SELECT q.question_id, status FROM questions q JOIN problems "
+                                 "USING (question_id) ORDER BY 1", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    assert [json.loads(line) for line in result.output.splitlines()] == [
+        {"question_id": "a", "status": "searched"}, {"question_id": "b", "status": "prefiltered_all_correct"}]
+
+
+def test_sql_on_empty_dataset_view(run_folder):
+    result = runner.invoke(app, ["sql", str(run_folder), "SELECT count(*) AS n FROM steps", "--format", "csv"])
+    assert result.exit_code == 0 and result.output.splitlines()[-1] == "0"
+
+
+def test_sql_error_is_one_line_exit_2(run_folder):
+    result = runner.invoke(app, ["sql", str(run_folder), "SELECT nope FROM problems"])
+    assert result.exit_code == 2
+    assert "SQL error" in result.output and "Traceback" not in result.output
+
+
+def test_stats_on_a_folder_that_is_not_a_run(tmp_path):
+    result = runner.invoke(app, ["stats", str(tmp_path)])
+    assert result.exit_code == 2 and "not a run folder" in result.output
