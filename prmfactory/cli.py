@@ -56,11 +56,63 @@ def _not_built(command: str, issue: int) -> None:
 
 @app.command()
 @handled
-def mcts(input: opt.InputOpt, output: opt.OutputRunOpt, config: opt.ConfigOpt = None, limit: opt.LimitOpt = None,
-         seed: opt.SeedOpt = None, force: opt.ForceOpt = False, skip_invalid: opt.SkipInvalidOpt = False,
-         quiet: opt.QuietOpt = False) -> None:
+def mcts(
+    input: opt.InputOpt,
+    output: opt.OutputRunOpt,
+    policy: Annotated[Optional[str], typer.Option(help="Policy model id or local path (`toy` for the toy policy).")] = None,
+    strategy: Annotated[Optional[str], typer.Option(help="omegaprm (default) or mc (Math-Shepherd).")] = None,
+    rollouts: Annotated[Optional[int], typer.Option(help="k: rollouts per Monte-Carlo estimate.")] = None,
+    budget: Annotated[Optional[int], typer.Option(help="OmegaPRM: most rollouts per question.")] = None,
+    num_solutions: Annotated[Optional[int], typer.Option(help="mc: solutions per question.")] = None,
+    temperature: Annotated[Optional[float], typer.Option(help="Sampling temperature.")] = None,
+    max_new_tokens: Annotated[Optional[int], typer.Option(help="Longest rollout in tokens.")] = None,
+    segmentation: Annotated[Optional[str], typer.Option(help="blank_line (default) or step_prefix.")] = None,
+    base_url: Annotated[Optional[str], typer.Option(help="Use an OpenAI-compatible server instead of in-process vLLM.")] = None,
+    concurrency: Annotated[Optional[int], typer.Option(help="Questions searched at once.")] = None,
+    input_format: opt.FormatOpt = "auto",
+    config: opt.ConfigOpt = None,
+    limit: opt.LimitOpt = None,
+    seed: opt.SeedOpt = None,
+    force: opt.ForceOpt = False,
+    skip_invalid: opt.SkipInvalidOpt = False,
+    quiet: opt.QuietOpt = False,
+) -> None:
     """Search solution trees with a policy LLM and estimate per-step Monte-Carlo values."""
-    _not_built("mcts", 4)
+    from prmfactory.config import MctsConfig, build_config
+    from prmfactory.search.stage import run_mcts
+    from prmfactory.store import Run
+
+    _check_format(input_format)
+    engine = {"backend": "openai", "base_url": base_url} if base_url else {}
+    flags = dict(policy=policy, strategy=strategy, rollouts=rollouts, budget=budget, num_solutions=num_solutions,
+                 temperature=temperature, max_new_tokens=max_new_tokens, segmentation=segmentation,
+                 concurrency=concurrency, limit=limit, seed=seed, quiet=quiet or None, engine=engine)
+    stage_config = build_config(MctsConfig, "mcts", config, flags)
+    report = run_mcts(Run(output), stage_config, input, input_format=input_format, skip_invalid=skip_invalid,
+                      force=force)
+    _print_report(output, report)
+
+
+def _check_format(value: str) -> None:
+    from prmfactory.errors import UsageError
+    from prmfactory.inputs import FORMATS
+
+    if value not in FORMATS:
+        raise UsageError(f"--format: expected one of {', '.join(FORMATS)}, got {value!r}")
+
+
+def _print_report(run: Path, report: dict) -> None:
+    from prmfactory.progress import console
+
+    statuses = ", ".join(f"{k} {v}" for k, v in (report.get("statuses") or {}).items())
+    engine = report.get("engine") or {}
+    console.print(f"[bold]{report['stage']}[/bold] done in {report['wall_seconds']} s: {report['problems']} problems"
+                  f" ({report['skipped_done']} already done){'; ' + statuses if statuses else ''}")
+    if engine:
+        console.print(f"engine: {engine.get('generated_tokens')} tokens, {engine.get('tokens_per_second')} tok/s, "
+                      f"busy {engine.get('busy_fraction')}, prefix-cache hit rate "
+                      f"{engine.get('prefix_cache_hit_rate', 'n/a')}")
+    console.print(f"run folder: {run} (report: {run / 'reports' / (report['stage'] + '.json')})")
 
 
 @app.command()
@@ -204,9 +256,23 @@ def _existing_run(path: Path):
 
 @toy_app.command("problems")
 @handled
-def toy_problems() -> None:
-    """Write toy arithmetic problems as JSONL."""
-    _not_built("toy problems", 3)
+def toy_problems(
+    n: Annotated[int, typer.Option("--n", min=1, help="How many problems.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="JSONL file to write.")],
+    split: Annotated[str, typer.Option(help="train or test (disjoint by construction).")] = "test",
+    seed: Annotated[int, typer.Option(help="Generator seed.")] = 0,
+) -> None:
+    """Write toy arithmetic problems as JSONL in the `mcts --input` format."""
+    from prmfactory.errors import UsageError
+    from prmfactory.store import atomic_write_text
+    from prmfactory.toy.problems import generate, to_input_row
+
+    if split not in ("train", "test"):
+        raise UsageError(f"--split: expected train or test, got {split!r}")
+    rows = [to_input_row(p) for p in generate(n, split, seed)]
+    output.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(output, "".join(json.dumps(r) + "\n" for r in rows))
+    print(f"wrote {len(rows)} {split} problems to {output}")
 
 
 @toy_app.command("build")

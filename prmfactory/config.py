@@ -10,11 +10,12 @@ the "rerun with a different config" check.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, Optional, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from prmfactory.engines.base import DEFAULT_SYSTEM_PROMPT
 from prmfactory.errors import UsageError
 
 ConfigT = TypeVar("ConfigT", bound="StageConfig")
@@ -31,13 +32,22 @@ class StageConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     def output_affecting(self) -> dict[str, Any]:
-        """The fields whose values change what the stage writes."""
-        data = self.model_dump(mode="json")
+        """The fields whose values change what the stage writes (nested configs included)."""
+        data: dict[str, Any] = {}
         for name, field in type(self).model_fields.items():
             extra = field.json_schema_extra
             if isinstance(extra, dict) and extra.get("affects_output") is False:
-                data.pop(name, None)
+                continue
+            value = getattr(self, name)
+            data[name] = value.output_affecting() if isinstance(value, StageConfig) else field_json(value)
         return data
+
+
+def field_json(value: Any) -> Any:
+    """A config value as plain JSON data."""
+    from pydantic import TypeAdapter
+
+    return TypeAdapter(Any).dump_python(value, mode="json")
 
 
 def _format_validation_error(exc: ValidationError, where: str) -> str:
@@ -67,7 +77,7 @@ def read_yaml_section(path: Path, stage: str) -> dict[str, Any]:
 def build_config(cls: type[ConfigT], stage: str, config_file: Path | None, flags: dict[str, Any]) -> ConfigT:
     """Defaults, then the YAML file's section, then every flag that was given (not None)."""
     values: dict[str, Any] = read_yaml_section(config_file, stage) if config_file else {}
-    values.update({k: v for k, v in flags.items() if v is not None})
+    _merge(values, flags)
     try:
         return cls(**values)
     except ValidationError as exc:
@@ -75,5 +85,65 @@ def build_config(cls: type[ConfigT], stage: str, config_file: Path | None, flags
         raise UsageError(_format_validation_error(exc, where)) from exc
 
 
+def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> None:
+    """Overlay the given (non-None) values on ``base``, descending into nested sections."""
+    for key, value in overrides.items():
+        if isinstance(value, dict):
+            section = base.get(key)
+            base[key] = section = dict(section) if isinstance(section, dict) else {}
+            _merge(section, value)
+        elif value is not None:
+            base[key] = value
+
+
 def dump_yaml(data: Any) -> str:
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+
+
+class EngineConfig(StageConfig):
+    """Which generation backend serves a model, and how."""
+
+    backend: Literal["vllm", "openai"] = Field(
+        "vllm", description="`vllm`: in-process engine; `openai`: an OpenAI-compatible server at base_url.")
+    base_url: Optional[str] = Field(None, description="Server URL for the openai backend, e.g. http://127.0.0.1:8000/v1.")
+    api_key_env: str = runtime_field("OPENAI_API_KEY", "Environment variable holding the server's API key.")
+    dtype: str = Field("auto", description="Weights dtype for the in-process engine.")
+    max_model_len: Optional[int] = Field(None, description="Context length (default: the model's).")
+    kv_cache_gib: float = runtime_field(1.0, "KV-cache size in GiB for the in-process engine (bounds memory on CPU).")
+    enforce_eager: bool = runtime_field(True, "Skip graph compilation (faster start for short runs).")
+    block_size: Optional[int] = runtime_field(None, "KV block size (prefix caching granularity); engine default if unset.")
+    max_num_seqs: int = runtime_field(256, "Most sequences the engine batches at once.")
+    max_concurrency: int = runtime_field(64, "Most requests in flight to a server (openai backend).")
+    max_retries: int = runtime_field(4, "Retries of a failed server request, with exponential backoff.")
+    request_timeout_s: float = runtime_field(600.0, "Timeout of one server request.")
+
+
+class MctsConfig(StageConfig):
+    """``prmfactory mcts``: tree search / Monte-Carlo estimation of step-prefix values.
+
+    Defaults of the OmegaPRM search follow the paper (Luo et al. 2024, "Improve Mathematical
+    Reasoning in Language Models by Automated Process Supervision") and openr's implementation.
+    """
+
+    policy: str = Field(description="Policy model: a model id, a local path, or `toy`.")
+    strategy: Literal["omegaprm", "mc"] = Field("omegaprm", description="`omegaprm` (binary-search MCTS) or `mc` (Math-Shepherd).")
+    engine: EngineConfig = Field(default_factory=EngineConfig, description="Generation backend.")
+    system_prompt: Optional[str] = Field(DEFAULT_SYSTEM_PROMPT, description="System message; null for none.")
+    segmentation: Literal["blank_line", "step_prefix"] = Field(
+        "blank_line", description="How solutions are split into steps (recorded so training splits the same way).")
+    temperature: float = Field(0.7, ge=0, description="Sampling temperature of rollouts.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling.")
+    max_new_tokens: int = Field(1024, ge=1, description="Longest rollout in tokens.")
+    rollouts: int = Field(16, ge=1, description="k: rollouts per Monte-Carlo estimate (OmegaPRM k=16).")
+    budget: int = Field(200, ge=1, description="OmegaPRM: most rollouts per question, the initial k included.")
+    c_puct: float = Field(0.125, description="OmegaPRM exploration constant.")
+    alpha: float = Field(0.5, description="OmegaPRM: Q = alpha^(1-MC) * beta^(len/L).")
+    beta: float = Field(0.9, description="OmegaPRM length penalty base.")
+    length_scale: int = Field(500, ge=1, description="OmegaPRM L, in tokens.")
+    num_solutions: int = Field(4, ge=1, description="mc: solutions sampled per question, each estimated step by step.")
+    seed: int = Field(0, description="Seeds the engine and the search's tie-breaking.")
+    answer_timeout_s: float = runtime_field(5.0, "Wall-clock limit of one answer-equivalence check.")
+    concurrency: int = runtime_field(64, "Questions searched at once (keeps the engine's batch full).")
+    commit_every: int = runtime_field(16, "Questions per committed shard.")
+    limit: Optional[int] = runtime_field(None, "Search at most this many problems.")
+    quiet: bool = runtime_field(False, "No progress bars.")

@@ -286,6 +286,17 @@ class Run:
         data["tool_versions"] = tool_versions()
         atomic_write_text(self.config_path, dump_yaml(data))
 
+    def write_report(self, stage: str, report: Mapping[str, Any]) -> Path:
+        """Keep a stage's counters and metrics in ``RUN/reports/<stage>.json``."""
+        path = self.root / "reports" / f"{stage}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(report, indent=1, default=str))
+        return path
+
+    def read_report(self, stage: str) -> dict[str, Any] | None:
+        path = self.root / "reports" / f"{stage}.json"
+        return json.loads(path.read_text()) if path.exists() else None
+
     @contextlib.contextmanager
     def log_to_file(self, stage: str) -> Iterator[logging.Logger]:
         """Append the ``prmfactory`` logger's records to ``RUN/log.txt`` while a stage runs."""

@@ -1,0 +1,104 @@
+"""Final-answer extraction and equivalence (math-verify), time-bounded in a worker process.
+
+The answer of a completion is the content of its last ``\\boxed{...}`` (brace-balanced; math-verify
+extracts and normalises but does not hand back the raw string, so this scan is hand-written).
+Equivalence with the reference is math-verify's ``verify`` on both strings parsed as LaTeX —
+never a substring test. Model output is untrusted, so parsing and verification run in a
+separate process with a wall-clock limit per answer; a check that runs over it is killed and
+counts as not equivalent (DESIGN.md §3.6: no ``signal.alarm``).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from dataclasses import dataclass
+from typing import Sequence
+
+MAX_ANSWER_CHARS = 1000
+_BOXED = "\\boxed"
+
+
+def extract_boxed(text: str) -> str | None:
+    """Content of the last ``\\boxed{...}`` in ``text``, or None when there is none (or it is unclosed)."""
+    start = text.rfind(_BOXED)
+    while start != -1:
+        position = start + len(_BOXED)
+        while position < len(text) and text[position] == " ":
+            position += 1
+        if position < len(text) and text[position] == "{":
+            depth, cursor = 0, position
+            for cursor in range(position, len(text)):
+                depth += {"{": 1, "}": -1}.get(text[cursor], 0)
+                if depth == 0:
+                    content = text[position + 1:cursor].strip()
+                    return content[:MAX_ANSWER_CHARS] if content else None
+            return None
+        start = text.rfind(_BOXED, 0, start)
+    return None
+
+
+def _equivalent(pairs: list[tuple[str, str]]) -> list[bool]:
+    """Worker-side: math-verify on each (reference, candidate); timeouts are the parent's job."""
+    from math_verify import parse, verify
+
+    results = []
+    for reference, candidate in pairs:
+        gold = parse(f"${reference}$", parsing_timeout=None)
+        guess = parse(f"${candidate}$", parsing_timeout=None)
+        results.append(bool(gold and guess and verify(gold, guess, timeout_seconds=None)))
+    return results
+
+
+@dataclass(frozen=True)
+class AnswerCheck:
+    answer: str | None
+    correct: bool
+
+
+class AnswerChecker:
+    """Checks completions against reference answers in a killable worker process, with a cache."""
+
+    def __init__(self, timeout_s: float = 5.0):
+        self.timeout_s = timeout_s
+        self._context = multiprocessing.get_context("spawn")
+        self._pool = None
+        self._cache: dict[tuple[str, str], bool] = {}
+        self.timeouts = 0
+
+    def _worker(self):
+        if self._pool is None:
+            self._pool = self._context.Pool(processes=1)
+        return self._pool
+
+    def _restart(self) -> None:
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool.join()
+            self._pool = None
+
+    def _run(self, pairs: list[tuple[str, str]]) -> list[bool]:
+        try:
+            return self._worker().apply_async(_equivalent, (pairs,)).get(self.timeout_s * len(pairs))
+        except multiprocessing.TimeoutError:
+            self._restart()
+            if len(pairs) == 1:
+                self.timeouts += 1
+                return [False]
+            return [self._run([pair])[0] for pair in pairs]
+
+    def check(self, reference: str, completions: Sequence[str]) -> list[AnswerCheck]:
+        """The extracted answer of each completion and whether it is equivalent to ``reference``."""
+        answers = [extract_boxed(text) for text in completions]
+        todo = sorted({(reference, a) for a in answers if a is not None and (reference, a) not in self._cache})
+        if todo:
+            self._cache.update(zip(todo, self._run(todo)))
+        return [AnswerCheck(a, a is not None and self._cache[(reference, a)]) for a in answers]
+
+    def close(self) -> None:
+        self._restart()
+
+    def __enter__(self) -> "AnswerChecker":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,100 @@
+"""In-process vLLM engine (AsyncLLM): prefix caching on, ``n`` samples per prompt, token-id prompts.
+
+Prompts are tokenized here: the model's chat template (when it has one) renders the messages
+with the generation prompt, and the assistant prefix is appended as its own tokens, so a step
+prefix continues exactly after the template. Memory is bounded by an explicit KV-cache size
+(``kv_cache_gib``), which on CPU machines is the reliable bound. Sampling is seeded once, on
+the engine: per-request seeds crash the CPU engine (shared/notes/vllm_cpu.md).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from typing import Any
+
+from prmfactory.engines.base import Completion, EngineStats, Prompt, SamplingSpec
+from prmfactory.errors import PrmfactoryError
+
+
+# vLLM logs every request at INFO; keep the stage's own progress readable unless the user asks.
+os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+
+
+class VllmEngine:
+    """An AsyncLLM over a local path or model id."""
+
+    def __init__(self, model: str, *, seed: int = 0, dtype: str = "auto", max_model_len: int | None = None,
+                 kv_cache_gib: float = 1.0, enforce_eager: bool = True, block_size: int | None = None,
+                 max_num_seqs: int = 256, **_: Any):
+        from transformers import AutoTokenizer
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        self.model = model
+        self.tokenizer = AutoTokenizer.from_pretrained(model)
+        args = AsyncEngineArgs(
+            model=model, dtype=dtype, max_model_len=max_model_len, seed=seed, enforce_eager=enforce_eager,
+            enable_prefix_caching=True, kv_cache_memory_bytes=int(kv_cache_gib * 2**30), max_num_seqs=max_num_seqs,
+            disable_log_stats=False, **({"block_size": block_size} if block_size else {}))
+        try:
+            self._engine = AsyncLLM.from_engine_args(args)
+        except Exception as exc:  # vLLM raises many types at start-up; surface one line
+            raise PrmfactoryError(f"vLLM could not start {model}: {str(exc).splitlines()[0]}") from exc
+        self.max_model_len = self._engine.model_config.max_model_len
+        self._ids = itertools.count()
+        self.stats = EngineStats()
+
+    def prompt_ids(self, prompt: Prompt) -> list[int]:
+        messages = [{"role": m.role, "content": m.content} for m in prompt.messages]
+        if self.tokenizer.chat_template:
+            ids = list(self.tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True,
+                                                          return_dict=False))
+        else:
+            text = "\n\n".join(m.content for m in prompt.messages) + "\n\n"
+            ids = self.tokenizer.encode(text, add_special_tokens=True)
+        return ids + (self.tokenizer.encode(prompt.prefix, add_special_tokens=False) if prompt.prefix else [])
+
+    async def generate(self, prompt: Prompt, spec: SamplingSpec) -> list[Completion]:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
+
+        ids = self.prompt_ids(prompt)
+        room = self.max_model_len - len(ids)
+        if room <= 0:
+            raise PrmfactoryError(f"prompt of {len(ids)} tokens leaves no room in max_model_len {self.max_model_len}")
+        params = SamplingParams(n=spec.n, temperature=spec.temperature, top_p=spec.top_p,
+                                max_tokens=min(spec.max_tokens, room), stop=list(spec.stop) or None,
+                                include_stop_str_in_output=bool(spec.stop), output_kind=RequestOutputKind.FINAL_ONLY)
+        self.stats.begin(spec.n)
+        final = None
+        tokens = 0
+        try:
+            async for output in self._engine.generate(TokensPrompt(prompt_token_ids=ids), params,
+                                                      request_id=f"prmfactory-{next(self._ids)}"):
+                final = output
+            assert final is not None
+            completions = [Completion(o.text, len(o.token_ids), o.finish_reason)
+                           for o in sorted(final.outputs, key=lambda o: o.index)]
+            tokens = sum(c.num_tokens for c in completions)
+            return completions
+        finally:
+            self.stats.end(spec.n, tokens)
+
+    def metrics(self) -> dict[str, float]:
+        from vllm.v1.metrics.reader import Counter, get_metrics_snapshot
+
+        counters: dict[str, float] = {}
+        for metric in get_metrics_snapshot():
+            if isinstance(metric, Counter) and metric.name in ("vllm:prefix_cache_queries", "vllm:prefix_cache_hits"):
+                counters[metric.name] = counters.get(metric.name, 0) + metric.value
+        queries = counters.get("vllm:prefix_cache_queries", 0)
+        hit_rate = counters.get("vllm:prefix_cache_hits", 0) / queries if queries else 0.0
+        return {**self.stats.summary(), "prefix_cache_queries": queries, "prefix_cache_hit_rate": round(hit_rate, 4)}
+
+    async def close(self) -> None:
+        engine, self._engine = self._engine, None
+        if engine is not None:
+            engine.shutdown()
+            del engine  # let AsyncLLM.__del__ run now, not at interpreter exit
