@@ -23,3 +23,64 @@ def write_lines(tmp_path):
         return path
 
     return _write
+
+
+TINY_TEXTS = [f"Step {i}: {i} + {i * 3 % 17} = {i + i * 3 % 17}. The answer is \\boxed{{{i}}}.\n\n" for i in range(400)]
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A random-weight Llama (2 layers, head_dim 64) with a BPE tokenizer trained on the fly and a chat template."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from prmfactory.toy.build import train_tokenizer
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tiny-llama")
+    tokenizer = train_tokenizer(TINY_TEXTS, vocab_size=300)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=2, head_dim=64, max_position_embeddings=512,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id)
+    LlamaForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+class LoopThread:
+    """An event loop in a background thread, so one async engine can serve many tests."""
+
+    def __init__(self):
+        import asyncio
+        import threading
+
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coroutine, timeout=600):
+        import asyncio
+
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    def stop(self):
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+@pytest.fixture(scope="session")
+def vllm_engine(tiny_model_dir):
+    """One in-process vLLM engine over the tiny model for the whole test session."""
+    from prmfactory.engines.vllm import VllmEngine
+
+    loop = LoopThread()
+
+    async def start():
+        return VllmEngine(str(tiny_model_dir), seed=0, dtype="float32", max_model_len=512, kv_cache_gib=0.25,
+                          block_size=32)
+
+    engine = loop.run(start())
+    yield engine, loop
+    loop.run(engine.close())
+    loop.stop()
