@@ -28,7 +28,7 @@ class EngineUnavailableError(PrmfactoryError):
 
 class OpenAIEngine:
     def __init__(self, model: str, *, base_url: str, api_key_env: str = "OPENAI_API_KEY", max_concurrency: int = 64,
-                 max_retries: int = 4, request_timeout_s: float = 600.0, **_: Any):
+                 max_retries: int = 4, request_timeout_s: float = 600.0, transport: Any = None, **_: Any):
         import httpx
 
         self.model = model
@@ -36,7 +36,7 @@ class OpenAIEngine:
         key = os.environ.get(api_key_env)
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         self._client = httpx.AsyncClient(base_url=self.base_url, headers=headers,
-                                         timeout=httpx.Timeout(request_timeout_s, connect=10.0))
+                                         timeout=httpx.Timeout(request_timeout_s, connect=10.0), transport=transport)
         self._slots = asyncio.Semaphore(max_concurrency)
         self.max_retries = max_retries
         self.stats = EngineStats()
