@@ -277,16 +277,41 @@ def toy_problems(
 
 @toy_app.command("build")
 @handled
-def toy_build() -> None:
-    """Print the local paths of the toy policy and judge (rebuild with --retrain)."""
-    _not_built("toy build", 3)
+def toy_build(
+    retrain: Annotated[bool, typer.Option(help="Retrain both models from the recipe (about 40 minutes on 2 cores).")] = False,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Recipe YAML.", exists=True, dir_okay=False)] = None,
+) -> None:
+    """Print the local paths of the toy policy and judge (rebuild them with --retrain)."""
+    from prmfactory.config import build_config
+    from prmfactory.errors import PrmfactoryError
+    from prmfactory.resources import resource_dir
+    from prmfactory.toy import MODEL_ALIASES, MODELS_DIR
+
+    if retrain:
+        from prmfactory.toy.build import ToyBuildConfig, build
+
+        recipe = config or resource_dir("pipelines") / "toy_build.yaml"
+        report = build(build_config(ToyBuildConfig, "toy_build", recipe, {}), MODELS_DIR)
+        print(json.dumps({k: v for k, v in report.items() if k != "config"}, indent=1))
+    for name, path in MODEL_ALIASES.items():
+        if not (path / "config.json").exists():
+            raise PrmfactoryError(f"toy model {name!r} missing at {path}; run `prmfactory toy build --retrain`")
+        print(f"{name}\t{path}")
 
 
 @toy_app.command("check")
 @handled
-def toy_check() -> None:
-    """Run the ground-truth oracle over toy solutions."""
-    _not_built("toy check", 3)
+def toy_check(
+    input: Annotated[Path, typer.Option("--input", "-i", help="JSONL of solutions: id, problem, steps.", exists=True, dir_okay=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="JSONL of {id, first_error}.")],
+) -> None:
+    """Run the ground-truth oracle over toy solutions: the first wrong step of each (-1 if none)."""
+    from prmfactory.store import atomic_write_text
+    from prmfactory.toy.oracle import check_file
+
+    lines, problems = check_file(input)
+    atomic_write_text(output, "".join(json.dumps(line) + "\n" for line in lines))
+    print(f"checked {len(lines) - problems} solutions, {problems} not toy problems (see 'error'); wrote {output}")
 
 
 def main() -> None:

@@ -9,9 +9,13 @@ that stops early with every step right has no wrong step (−1); it has no final
 
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
+from typing import Any
 
-from prmfactory.toy.problems import ToyProblem
+from prmfactory.errors import UsageError
+from prmfactory.toy.problems import ToyProblem, parse_problem
 
 _EQUATION = re.compile(r"(-?\d+)\s*([+\-*/×÷x])\s*(-?\d+)\s*=\s*(-?\d+)")
 _BOXED = re.compile(r"\\boxed\{\s*(-?\d+)\s*\}")
@@ -46,3 +50,33 @@ def first_error(problem: ToyProblem, steps: list[str]) -> int:
 def final_answer_correct(problem: ToyProblem, steps: list[str]) -> bool:
     """Whether the solution ends with the right boxed answer."""
     return bool(steps) and len(_BOXED.findall(steps[-1])) == 1 and int(_BOXED.findall(steps[-1])[0]) == problem.answer
+
+
+def check_file(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """Oracle verdicts for a JSONL file of ``{id, problem, steps}`` (ProcessBench fields).
+
+    Returns one ``{id, first_error}`` per line; a problem that is not a toy problem gets
+    ``{id, first_error: null, error: ...}`` rather than a guess. Returns the lines and how many
+    were not toy problems. Malformed lines are usage errors naming file:line and field.
+    """
+    results, foreign = [], 0
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"{where}: invalid JSON: {exc.msg}") from exc
+        for field, kind in (("id", (str, int)), ("problem", str), ("steps", list)):
+            if not isinstance(record.get(field), kind):
+                raise UsageError(f"{where}: field {field!r}: missing or of the wrong type")
+        if not all(isinstance(step, str) for step in record["steps"]):
+            raise UsageError(f"{where}: field 'steps': expected a list of strings")
+        problem = parse_problem(record["problem"])
+        if problem is None:
+            foreign += 1
+            results.append({"id": record["id"], "first_error": None, "error": "not a toy problem"})
+        else:
+            results.append({"id": record["id"], "first_error": first_error(problem, record["steps"])})
+    return results, foreign
