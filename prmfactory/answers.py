@@ -37,6 +37,15 @@ def extract_boxed(text: str) -> str | None:
     return None
 
 
+def _warm_up() -> None:
+    """Worker-side: import math-verify once, outside any time limit; its timeouts are ours to enforce."""
+    import logging
+
+    import math_verify  # noqa: F401
+
+    logging.getLogger("math_verify").setLevel(logging.ERROR)
+
+
 def _equivalent(pairs: list[tuple[str, str]]) -> list[bool]:
     """Worker-side: math-verify on each (reference, candidate); timeouts are the parent's job."""
     from math_verify import parse, verify
@@ -68,6 +77,7 @@ class AnswerChecker:
     def _worker(self):
         if self._pool is None:
             self._pool = self._context.Pool(processes=1)
+            self._pool.apply(_warm_up)
         return self._pool
 
     def _restart(self) -> None:

@@ -111,3 +111,18 @@ def chat_messages(problem: str, system_prompt: str | None) -> tuple[Message, ...
     """The messages that pose ``problem`` (with the system prompt when one is set)."""
     system = (Message("system", system_prompt),) if system_prompt else ()
     return system + (Message("user", problem),)
+
+
+def prompt_token_ids(tokenizer, prompt: Prompt) -> list[int]:
+    """Token ids of a prompt: the chat template with the generation prompt, then the prefix's own tokens.
+
+    Models without a chat template get the messages joined by blank lines (with the tokenizer's
+    special tokens). The prefix is tokenized separately so it continues exactly after the template.
+    """
+    messages = [{"role": m.role, "content": m.content} for m in prompt.messages]
+    if tokenizer.chat_template:
+        ids = list(tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True,
+                                                 return_dict=False))
+    else:
+        ids = tokenizer.encode("\n\n".join(m["content"] for m in messages) + "\n\n", add_special_tokens=True)
+    return ids + (tokenizer.encode(prompt.prefix, add_special_tokens=False) if prompt.prefix else [])

@@ -13,7 +13,7 @@ import itertools
 import os
 from typing import Any
 
-from prmfactory.engines.base import Completion, EngineStats, Prompt, SamplingSpec
+from prmfactory.engines.base import Completion, EngineStats, Prompt, SamplingSpec, prompt_token_ids
 from prmfactory.errors import PrmfactoryError
 
 
@@ -46,14 +46,7 @@ class VllmEngine:
         self.stats = EngineStats()
 
     def prompt_ids(self, prompt: Prompt) -> list[int]:
-        messages = [{"role": m.role, "content": m.content} for m in prompt.messages]
-        if self.tokenizer.chat_template:
-            ids = list(self.tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True,
-                                                          return_dict=False))
-        else:
-            text = "\n\n".join(m.content for m in prompt.messages) + "\n\n"
-            ids = self.tokenizer.encode(text, add_special_tokens=True)
-        return ids + (self.tokenizer.encode(prompt.prefix, add_special_tokens=False) if prompt.prefix else [])
+        return prompt_token_ids(self.tokenizer, prompt)
 
     async def generate(self, prompt: Prompt, spec: SamplingSpec) -> list[Completion]:
         from vllm import SamplingParams

@@ -1,0 +1,49 @@
+from pathlib import Path
+
+import pytest
+
+from prmfactory.config import MctsConfig, build_config
+from prmfactory.errors import UsageError
+from prmfactory.resources import resource_dir
+
+
+@pytest.mark.parametrize("name", ["omegaprm", "math_shepherd"])
+def test_shipped_pipelines_load(name):
+    config = build_config(MctsConfig, "mcts", resource_dir("pipelines") / f"{name}.yaml", {})
+    assert config.strategy == ("omegaprm" if name == "omegaprm" else "mc")
+
+
+def test_omegaprm_defaults_match_the_paper():
+    config = MctsConfig(policy="p")
+    assert (config.c_puct, config.alpha, config.beta, config.length_scale, config.rollouts, config.budget) == (
+        0.125, 0.5, 0.9, 500, 16, 200)
+
+
+def test_flags_override_yaml_and_nested_sections_merge(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("policy: a\nrollouts: 4\nengine: {dtype: float32, kv_cache_gib: 2}\n")
+    config = build_config(MctsConfig, "mcts", path, {"rollouts": 8, "budget": None,
+                                                     "engine": {"backend": "openai", "base_url": "http://x/v1"}})
+    assert config.rollouts == 8 and config.budget == 200
+    assert config.engine.dtype == "float32" and config.engine.kv_cache_gib == 2 and config.engine.backend == "openai"
+
+
+def test_unknown_key_is_a_one_line_error_naming_file_and_field(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("policy: a\nrolouts: 4\n")
+    with pytest.raises(UsageError, match=r"c.yaml: field 'rolouts': Extra inputs are not permitted"):
+        build_config(MctsConfig, "mcts", path, {})
+
+
+def test_missing_stage_in_pipeline_file(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("stages:\n  - stage: judge\n    config: {}\n")
+    with pytest.raises(UsageError, match="no stage 'mcts'"):
+        build_config(MctsConfig, "mcts", path, {})
+
+
+def test_runtime_fields_do_not_affect_outputs():
+    a = MctsConfig(policy="p", concurrency=1, quiet=True)
+    b = MctsConfig(policy="p", concurrency=64)
+    assert a.output_affecting() == b.output_affecting()
+    assert MctsConfig(policy="p", rollouts=3).output_affecting() != b.output_affecting()
