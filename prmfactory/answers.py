@@ -10,9 +10,10 @@ counts as not equivalent (DESIGN.md §3.6: no ``signal.alarm``).
 
 from __future__ import annotations
 
-import multiprocessing
 from dataclasses import dataclass
 from typing import Sequence
+
+from prmfactory.sandbox import BoundedWorker
 
 MAX_ANSWER_CHARS = 1000
 _BOXED = "\\boxed"
@@ -51,7 +52,7 @@ def _equivalent(pairs: list[tuple[str, str]]) -> list[bool]:
     from math_verify import parse, verify
 
     results = []
-    for reference, candidate in pairs:
+    for reference, candidate in pairs:  # one (reference, candidate) pair per item
         gold = parse(f"${reference}$", parsing_timeout=None)
         guess = parse(f"${candidate}$", parsing_timeout=None)
         results.append(bool(gold and guess and verify(gold, guess, timeout_seconds=None)))
@@ -68,44 +69,23 @@ class AnswerChecker:
     """Checks completions against reference answers in a killable worker process, with a cache."""
 
     def __init__(self, timeout_s: float = 5.0):
-        self.timeout_s = timeout_s
-        self._context = multiprocessing.get_context("spawn")
-        self._pool = None
+        self._worker = BoundedWorker(_equivalent, timeout_s=timeout_s, warm_up=_warm_up)
         self._cache: dict[tuple[str, str], bool] = {}
-        self.timeouts = 0
 
-    def _worker(self):
-        if self._pool is None:
-            self._pool = self._context.Pool(processes=1)
-            self._pool.apply(_warm_up)
-        return self._pool
-
-    def _restart(self) -> None:
-        if self._pool is not None:
-            self._pool.terminate()
-            self._pool.join()
-            self._pool = None
-
-    def _run(self, pairs: list[tuple[str, str]]) -> list[bool]:
-        try:
-            return self._worker().apply_async(_equivalent, (pairs,)).get(self.timeout_s * len(pairs))
-        except multiprocessing.TimeoutError:
-            self._restart()
-            if len(pairs) == 1:
-                self.timeouts += 1
-                return [False]
-            return [self._run([pair])[0] for pair in pairs]
+    @property
+    def timeouts(self) -> int:
+        return self._worker.timeouts
 
     def check(self, reference: str, completions: Sequence[str]) -> list[AnswerCheck]:
         """The extracted answer of each completion and whether it is equivalent to ``reference``."""
         answers = [extract_boxed(text) for text in completions]
         todo = sorted({(reference, a) for a in answers if a is not None and (reference, a) not in self._cache})
-        if todo:
-            self._cache.update(zip(todo, self._run(todo)))
+        results = self._worker.map(todo)
+        self._cache.update((pair, result is True) for pair, result in zip(todo, results))
         return [AnswerCheck(a, a is not None and self._cache[(reference, a)]) for a in answers]
 
     def close(self) -> None:
-        self._restart()
+        self._worker.close()
 
     def __enter__(self) -> "AnswerChecker":
         return self
