@@ -106,8 +106,10 @@ def _print_report(run: Path, report: dict) -> None:
 
     statuses = ", ".join(f"{k} {v}" for k, v in (report.get("statuses") or {}).items())
     engine = report.get("engine") or {}
-    console.print(f"[bold]{report['stage']}[/bold] done in {report['wall_seconds']} s: {report['problems']} problems"
-                  f" ({report['skipped_done']} already done){'; ' + statuses if statuses else ''}")
+    counts = ", ".join(f"{k} {v}" for k, v in (report.get("verdicts") or {}).items())
+    console.print(f"[bold]{report['stage']}[/bold] done in {report['wall_seconds']} s: "
+                  f"{report.get('problems', report.get('questions'))} questions ({report['skipped_done']} already done)"
+                  f"{'; ' + statuses if statuses else ''}{'; ' + counts if counts else ''}")
     if engine:
         console.print(f"engine: {engine.get('generated_tokens')} tokens, {engine.get('tokens_per_second')} tok/s, "
                       f"busy {engine.get('busy_fraction')}, prefix-cache hit rate "
@@ -117,10 +119,33 @@ def _print_report(run: Path, report: dict) -> None:
 
 @app.command()
 @handled
-def verify(run: Annotated[Optional[Path], typer.Option("--run", help="Run folder with mcts shards.")] = None,
-           quiet: opt.QuietOpt = False) -> None:
+def verify(
+    run: Annotated[Optional[Path], typer.Option("--run", help="Run folder with mcts shards (writes verdicts/).")] = None,
+    processbench: Annotated[Optional[Path], typer.Option(help="ProcessBench-format file or folder to verify standalone.", exists=True)] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output folder for --processbench.")] = None,
+    config: opt.ConfigOpt = None,
+    force: opt.ForceOpt = False,
+    quiet: opt.QuietOpt = False,
+) -> None:
     """Check each step's arithmetic and algebra exactly (sympy) and final answers (math-verify)."""
-    _not_built("verify", 5)
+    from prmfactory.errors import UsageError
+
+    if (run is None) == (processbench is None):
+        raise UsageError("give exactly one of --run RUN or --processbench FILE_OR_DIR")
+    if processbench is not None:
+        from prmfactory.verify.stage import verify_processbench
+
+        if output is None:
+            raise UsageError("--processbench needs --output DIR")
+        result = verify_processbench(processbench, output, quiet=quiet)
+        print(json.dumps({k: v for k, v in result.items() if k != "flag_statistics"}, indent=1))
+        print(f"predictions and metrics in {output}")
+        return
+    from prmfactory.config import build_config
+    from prmfactory.verify.stage import VerifyConfig, run_verify
+
+    stage_config = build_config(VerifyConfig, "verify", config, {"quiet": quiet or None})
+    _print_report(run, run_verify(_existing_run(run), stage_config, force=force))
 
 
 @app.command()

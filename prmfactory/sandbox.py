@@ -37,18 +37,20 @@ class BoundedWorker:
             self._pool.join()
             self._pool = None
 
-    def map(self, items: Sequence[Any]) -> list[Any]:
+    def map(self, items: Sequence[Any], weights: Sequence[float] | None = None) -> list[Any]:
+        """``fn(items)``, each item allowed ``timeout_s`` times its weight (default 1) of wall time."""
         items = list(items)
+        weights = list(weights) if weights is not None else [1.0] * len(items)
         if not items:
             return []
         try:
-            return self._worker().apply_async(self.fn, (items,)).get(self.timeout_s * len(items))
+            return self._worker().apply_async(self.fn, (items,)).get(self.timeout_s * sum(weights))
         except multiprocessing.TimeoutError:
             self._restart()
             if len(items) == 1:
                 self.timeouts += 1
                 return [TIMED_OUT]
-            return [self.map([item])[0] for item in items]
+            return [self.map([item], [weight])[0] for item, weight in zip(items, weights)]
 
     def close(self) -> None:
         self._restart()

@@ -1,0 +1,1 @@
+"""Evaluation of step judgements: the ProcessBench protocol and Best-of-N reranking."""

@@ -1,0 +1,63 @@
+"""The ProcessBench protocol (Zheng et al. 2024, "ProcessBench: Identifying Process Errors in
+Mathematical Reasoning", arXiv:2412.06559) — one implementation for every evaluator.
+
+A record has ``id``, ``problem``, ``steps`` and ``label`` (index of the first wrong step, −1 when
+every step is right). A prediction is such an index. Per split: accuracy on the erroneous
+records (prediction == label), accuracy on the correct ones (prediction == −1), and their
+harmonic mean (F1); ``average_f1`` is the mean F1 over the splits.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from prmfactory.errors import UsageError
+
+
+def load_splits(path: Path) -> dict[str, list[dict[str, Any]]]:
+    """ProcessBench files (a JSON array or JSON Lines each), one split per file named by its stem."""
+    files = sorted(p for p in path.iterdir() if p.suffix in (".json", ".jsonl")) if path.is_dir() else [path]
+    if not files:
+        raise UsageError(f"{path}: no .json or .jsonl files")
+    splits = {}
+    for file in files:
+        text = file.read_text(encoding="utf-8")
+        try:
+            records = json.loads(text) if text.lstrip().startswith("[") else [
+                json.loads(line) for line in text.splitlines() if line.strip()]
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"{file}:{exc.lineno}: invalid JSON: {exc.msg}") from exc
+        for index, record in enumerate(records):
+            for field, kind in (("id", (str, int)), ("steps", list)):
+                if not isinstance(record.get(field), kind):
+                    raise UsageError(f"{file}: record {index}: field {field!r}: missing or of the wrong type")
+        splits[file.stem] = records
+    return splits
+
+
+def first_below(scores: Sequence[float], threshold: float = 0.5) -> int:
+    """The ProcessBench prediction from step scores: the first step scored below the threshold, else −1."""
+    return next((i for i, score in enumerate(scores) if score < threshold), -1)
+
+
+def split_metrics(labels: Sequence[int], predictions: Sequence[int]) -> dict[str, float]:
+    erroneous = [p == l for l, p in zip(labels, predictions) if l != -1]
+    correct = [p == -1 for l, p in zip(labels, predictions) if l == -1]
+    acc_err = sum(erroneous) / len(erroneous) if erroneous else 0.0
+    acc_cor = sum(correct) / len(correct) if correct else 0.0
+    f1 = 2 * acc_err * acc_cor / (acc_err + acc_cor) if acc_err + acc_cor else 0.0
+    return {"acc_err": round(acc_err, 4), "acc_cor": round(acc_cor, 4), "f1": round(f1, 4), "n": len(labels)}
+
+
+def metrics(splits: Mapping[str, Sequence[dict[str, Any]]], predictions: Mapping[str, int]) -> dict[str, Any]:
+    """Per-split metrics and their average F1; a record without a prediction is an error."""
+    result: dict[str, Any] = {"splits": {}}
+    for name, records in splits.items():
+        missing = [r["id"] for r in records if r["id"] not in predictions]
+        if missing:
+            raise UsageError(f"split {name}: no prediction for {len(missing)} record(s), e.g. {missing[0]!r}")
+        result["splits"][name] = split_metrics([r["label"] for r in records], [predictions[r["id"]] for r in records])
+    result["average_f1"] = round(sum(s["f1"] for s in result["splits"].values()) / len(result["splits"]), 4)
+    return result
