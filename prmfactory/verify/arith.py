@@ -118,10 +118,12 @@ class _Parser:
 
     def product(self) -> sympy.Expr:
         value = self.unary()
+        divided = False
         while True:
             token = self.peek()
             if token is not None and (token.text in ("*", "/") or token.text in ("\\times", "\\cdot", "\\div")):
                 self.take()
+                divided = divided or token.text in ("/", "\\div")
                 right = self.unary()
                 if token.text in ("/", "\\div"):
                     if right == 0:
@@ -130,6 +132,8 @@ class _Parser:
                 else:
                     value = value * right
             elif self._starts_atom(token):  # implicit multiplication: 2(3+4), 3x
+                if divided:  # 4√3 / 6√3: is it (4√3)/(6√3)? Writers disagree, so do not guess.
+                    raise Unparsable("implicit multiplication after a division")
                 value = value * self.unary()
             else:
                 return value
@@ -197,7 +201,12 @@ class _Parser:
                 return _size_ok(numerator / denominator)
             if token.text == "\\sqrt":
                 index = self.group("[", "]") if (self.peek() and self.peek().text == "[") else sympy.Integer(2)
-                return _bounded_power(self.group("{", "}"), 1 / index)
+                following = self.peek()
+                if following is not None and following.text in ("{", "("):
+                    radicand = self.group(following.text, "}" if following.text == "{" else ")")
+                else:
+                    radicand = self.nested(self.atom)  # √169, \sqrt3
+                return _bounded_power(radicand, 1 / index)
             if token.text == "\\binom":
                 n, k = self.group("{", "}"), self.group("{", "}")
                 if not (n.is_Integer and k.is_Integer and 0 <= k <= n <= MAX_FACTORIAL):

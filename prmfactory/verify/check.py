@@ -97,12 +97,13 @@ def _polynomial_in(equation: sympy.Expr, symbol: sympy.Symbol) -> bool:
 
 
 def _solution(claim: Claim, symbol: sympy.Symbol, value: sympy.Expr, equations: list[sympy.Expr]) -> ClaimVerdict:
+    """``v = value`` right after an equation in ``v`` alone (in the same sentence): substitute it."""
     for equation in reversed(equations):
         if equation.free_symbols == {symbol} and _polynomial_in(equation, symbol):
             residual = sympy.expand(equation.subs(symbol, value))
             if residual == 0:
                 return ClaimVerdict(claim.text, "solution", CORRECT, "0", "0")
-            shown = _decimals(claim.right)
+            shown = _decimals(claim.right) or _decimals(claim.left)
             if shown or claim.approximate:
                 roots = [r for r in sympy.Poly(equation, symbol).nroots(n=15) if abs(sympy.im(r)) < 1e-9]
                 if any(abs(float(sympy.re(r)) - float(value)) <= 10.0 ** -shown * (1 + 1e-9) for r in roots):
@@ -114,35 +115,52 @@ def _solution(claim: Claim, symbol: sympy.Symbol, value: sympy.Expr, equations: 
     return ClaimVerdict(claim.text, "definition", UNVERIFIABLE, None, claim.right)
 
 
-def _check_claim(claim: Claim, equations: list[sympy.Expr]) -> ClaimVerdict:
+def _is_quotient(claim: Claim, right: sympy.Expr) -> bool:
+    """``a / b = q`` with q the integer part of a/b: a quotient with a remainder elsewhere, not a wrong value."""
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", claim.left)
+    return bool(match) and right.is_Integer and int(match[2]) != 0 and int(match[1]) // int(match[2]) == right
+
+
+def _check_claim(claim: Claim, previous: tuple[Claim, sympy.Expr] | None) -> tuple[ClaimVerdict, sympy.Expr | None]:
+    """The verdict of one claim, and the equation it states (``left - right``) if it is one."""
     try:
         left, right = parse(claim.left), parse(claim.right)
     except Unparsable as exc:
-        return ClaimVerdict(claim.text, "unparsed", UNVERIFIABLE, None, str(exc))
+        return ClaimVerdict(claim.text, "unparsed", UNVERIFIABLE, None, str(exc)), None
     if not left.free_symbols and not right.free_symbols:
-        return _arithmetic(claim, left, right)
-    if isinstance(left, sympy.Symbol) and not right.free_symbols:
-        return _solution(claim, left, right, equations)
+        verdict = _arithmetic(claim, left, right)
+        if verdict.verdict == INCORRECT and "%" in claim.text:
+            unscaled = _arithmetic(claim, parse(claim.left.replace("%", "")), parse(claim.right.replace("%", "")))
+            verdict = unscaled if unscaled.verdict != INCORRECT else verdict  # "0.4 * 100 = 40%"
+        if verdict.verdict == INCORRECT and _is_quotient(claim, right):
+            verdict = ClaimVerdict(claim.text, "quotient", UNVERIFIABLE, verdict.value_found, verdict.value_claimed)
+        return verdict, None
     difference = sympy.expand(left - right)
+    if isinstance(left, sympy.Symbol) and not right.free_symbols:
+        if previous is not None and previous[0].sentence == claim.sentence:
+            return _solution(claim, left, right, [previous[1]]), None
+        return ClaimVerdict(claim.text, "definition", UNVERIFIABLE, None, claim.right), None
     if difference == 0:
-        return ClaimVerdict(claim.text, "identity", CORRECT, "0", "0")
-    if not difference.free_symbols and left.free_symbols and right.free_symbols:
-        return ClaimVerdict(claim.text, "identity", INCORRECT, str(difference), "0")
-    equations.append(difference)
-    return ClaimVerdict(claim.text, "equation", UNVERIFIABLE, None, None)
+        return ClaimVerdict(claim.text, "identity", CORRECT, "0", "0"), None
+    bare = isinstance(left, sympy.Symbol) or isinstance(right, sympy.Symbol)
+    if not difference.free_symbols and left.free_symbols and right.free_symbols and not bare:
+        return ClaimVerdict(claim.text, "identity", INCORRECT, str(difference), "0"), None
+    return ClaimVerdict(claim.text, "equation", UNVERIFIABLE, None, None), difference
 
 
 def verify_step(step: str) -> StepVerdict:
     """Verdict and evidence for one step (call inside the sandbox: sympy may be slow)."""
     if len(step) > MAX_STEP_CHARS:
         return StepVerdict(UNVERIFIABLE, (ClaimVerdict(step[:80], "too_long", UNVERIFIABLE, None, None),))
-    equations: list[sympy.Expr] = []
     verdicts = []
+    previous: tuple[Claim, sympy.Expr] | None = None
     for claim in extract(step):
         try:
-            verdict = _check_claim(claim, equations)
+            verdict, equation = _check_claim(claim, previous)
         except Exception as exc:  # sympy on odd input: never a crash, never a flag
-            verdict = ClaimVerdict(claim.text, "error", UNVERIFIABLE, None, f"{type(exc).__name__}: {exc}"[:200])
+            verdict, equation = ClaimVerdict(claim.text, "error", UNVERIFIABLE, None,
+                                             f"{type(exc).__name__}: {exc}"[:200]), None
+        previous = (claim, equation) if equation is not None else None
         if verdict.verdict == INCORRECT and _REJECTION.search(claim.sentence):
             verdict = ClaimVerdict(verdict.text, verdict.kind, UNVERIFIABLE, verdict.value_found,
                                    f"{verdict.value_claimed} (not asserted: tested or rejected)")

@@ -67,14 +67,15 @@ def normalise(text: str) -> str:
     text = re.sub(r"\\text(?:bf|rm|it)?\{([^{}]*)\}", r" \1 ", text)
     text = re.sub(r"\\boxed\{([^{}]*)\}", r"\1", text)
     text = re.sub(r"\^\s*\{?\\circ\}?|°", "", text)
-    text = re.sub(r"\(([^()\d]*[a-zA-Z]{2,}[^()\d]*)\)", " ", text)  # annotations: 10 (last night) + 45
+    text = re.sub(r"\(\s*[a-zA-Z]{2,}[a-zA-Z'-]*(?:\s+[a-zA-Z'-]+)*\s*\)", " ", text)  # annotations: 10 (last night) + 45
     text = text.replace("\\%", "%").replace("\\$", " ").replace("$", " ")
     text = text.replace("\\approx", "≈").replace("\\neq", "≠").replace("\\ne ", "≠ ")
     for sign, replacement in (("×", "*"), ("·", "*"), ("∙", "*"), ("⋅", "*"), ("÷", "/"), ("−", "-"), ("–", "-"),
                               ("\\times", "*"), ("\\cdot", "*"), ("\\div", "/"), ("\\dfrac", "\\frac"),
                               ("\\tfrac", "\\frac")):
         text = text.replace(sign, f" {replacement} " if replacement in "*/" else replacement)
-    text = re.sub(r"(?<=\d)\s*[xX]\s*(?=\d)", " * ", text)  # 3 x 4 as a product
+    text = re.sub(r"(?<=\d)[ \t]*[xX][ \t]*(?=\d)", " * ", text)  # 3 x 4 as a product
+    text = text.replace("√", "\\sqrt").replace("²", "^2").replace("³", "^3")
     text = re.sub(r"(?<![\d.])(\d{1,3})((?:,\d{3})+)(?![\d,])", lambda m: m.group(1) + m.group(2).replace(",", ""), text)
     return text
 
@@ -173,9 +174,11 @@ def _side(tokens: list[_Tok], index: int, step: int) -> tuple[str, frozenset, bo
                 position = low - 2
                 continue
         position = far + step
+    boundary = tokens[position] if 0 <= position < len(tokens) else None
+    glued = bool(kept) and boundary is not None and (
+        boundary.start == kept[-1].end if step == 1 else boundary.end == kept[-1].start)
     if step == -1:
         kept.reverse()
-    boundary = tokens[position] if 0 <= position < len(tokens) else None
     if kept and step == -1 and kept[0].text == "-" and len(kept) > 1 and kept[0].end < kept[1].start and (
             boundary is None or boundary.kind == "newline"):
         kept = kept[1:]  # a bullet: "- 2 * 3 = 6"
@@ -185,7 +188,11 @@ def _side(tokens: list[_Tok], index: int, step: int) -> tuple[str, frozenset, bo
             "number", "close", "letter", "word"))):
         return None  # a binary operator whose left operand is cut off
     clean = True
-    if boundary is not None and boundary.kind == "word":
+    if boundary is not None and boundary.kind == "word" and glued:
+        clean = False  # a name glued to the expression: 68AC, (lw + ...)
+    elif step == -1 and len(kept) == 1 and kept[0].kind == "number" and boundary is not None and boundary.kind == "word":
+        clean = False  # "Multiples of 3 or 5 = 100 + 60 - 20": a bare number after a word is part of a label
+    elif boundary is not None and boundary.kind == "word":
         word = boundary.text.lower()
         if step == 1:
             clean = word not in _UNCLEAN_AFTER and not (position + 1 < len(tokens) and tokens[position + 1].kind == "open")
