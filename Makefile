@@ -16,8 +16,12 @@ $(STAMP): pyproject.toml constraints-cpu.txt
 	$(PIP) uninstall --quiet -y torchvision torchaudio torchcodec
 	touch $(STAMP)
 
+# Until the end-to-end demo exists: toy problems -> OmegaPRM search with the toy policy -> step verification.
 demo: $(STAMP)
-	$(VENV)/bin/prmfactory mcts --input tests/fixtures/sample_problems.jsonl --output runs/sample
+	$(VENV)/bin/prmfactory toy problems --n 24 --output runs/sample-problems.jsonl
+	$(VENV)/bin/prmfactory mcts --input runs/sample-problems.jsonl --output runs/sample --config pipelines/toy_mcts.yaml
+	$(VENV)/bin/prmfactory verify --run runs/sample
+	$(VENV)/bin/prmfactory stats runs/sample
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest

@@ -169,11 +169,38 @@ def train_prm(quiet: opt.QuietOpt = False) -> None:
     _not_built("train-prm", 7)
 
 
-@app.command(name="eval")
+eval_app = typer.Typer(help="Evaluate a PRM on ProcessBench or by Best-of-N reranking.", no_args_is_help=True)
+app.add_typer(eval_app, name="eval")
+
+
+@eval_app.command("processbench")
 @handled
-def eval_(quiet: opt.QuietOpt = False) -> None:
-    """Evaluate a PRM on ProcessBench or by Best-of-N reranking."""
-    _not_built("eval", 7)
+def eval_processbench(
+    data: Annotated[Path, typer.Option(help="ProcessBench file or folder (one split per file).", exists=True)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for metrics.json, metrics.md, metrics.png.")],
+    prm: Annotated[Optional[Path], typer.Option(help="A trained PRM folder.")] = None,
+    predictions: Annotated[Optional[Path], typer.Option(help="JSONL of {id, step_scores} or {id, prediction}.", exists=True, dir_okay=False)] = None,
+    threshold: Annotated[float, typer.Option(help="A step scored below it is the predicted first error.")] = 0.5,
+) -> None:
+    """The ProcessBench protocol: per split accuracy on erroneous and correct samples, F1, average F1."""
+    from prmfactory.errors import UsageError
+    from prmfactory.eval.processbench import load_splits, markdown_table, metrics, read_predictions, write_results
+
+    if (prm is None) == (predictions is None):
+        raise UsageError("give exactly one of --prm DIR or --predictions FILE")
+    if prm is not None:
+        _not_built("eval processbench --prm", 7)
+    result = metrics(load_splits(data), read_predictions(predictions, threshold))
+    write_results(result, output, f"ProcessBench: {predictions.name}")
+    print(markdown_table(result), end="")
+    print(f"results in {output}")
+
+
+@eval_app.command("bon")
+@handled
+def eval_bon() -> None:
+    """Best-of-N reranking with a PRM against majority vote and pass@N."""
+    _not_built("eval bon", 7)
 
 
 @app.command()

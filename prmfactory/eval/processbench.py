@@ -61,3 +61,61 @@ def metrics(splits: Mapping[str, Sequence[dict[str, Any]]], predictions: Mapping
         result["splits"][name] = split_metrics([r["label"] for r in records], [predictions[r["id"]] for r in records])
     result["average_f1"] = round(sum(s["f1"] for s in result["splits"].values()) / len(result["splits"]), 4)
     return result
+
+
+def read_predictions(path: Path, threshold: float = 0.5) -> dict[Any, int]:
+    """``{id: prediction}`` from JSONL lines of ``{id, prediction}`` or ``{id, step_scores}``."""
+    predictions: dict[Any, int] = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"{where}: invalid JSON: {exc.msg}") from exc
+        if not isinstance(record, dict) or "id" not in record:
+            raise UsageError(f"{where}: field 'id': missing")
+        if isinstance(record.get("prediction"), int) and not isinstance(record["prediction"], bool):
+            predictions[record["id"]] = record["prediction"]
+        elif isinstance(record.get("step_scores"), list) and all(
+                isinstance(s, (int, float)) and not isinstance(s, bool) for s in record["step_scores"]):
+            predictions[record["id"]] = first_below(record["step_scores"], threshold)
+        else:
+            raise UsageError(f"{where}: field 'prediction' or 'step_scores': missing or of the wrong type")
+    return predictions
+
+
+def markdown_table(result: Mapping[str, Any]) -> str:
+    lines = ["| split | n | acc_err | acc_cor | F1 |", "|---|---:|---:|---:|---:|"]
+    for name, split in result["splits"].items():
+        lines.append(f"| {name} | {split['n']} | {split['acc_err']:.3f} | {split['acc_cor']:.3f} | {split['f1']:.3f} |")
+    lines.append(f"| **average** | | | | **{result['average_f1']:.3f}** |")
+    return "\n".join(lines) + "\n"
+
+
+def write_results(result: Mapping[str, Any], output: Path, title: str) -> None:
+    """metrics.json, metrics.md and metrics.png (accuracy on erroneous / correct samples and F1 per split)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from prmfactory.store import atomic_write_text
+
+    output.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(output / "metrics.json", json.dumps(result, indent=1))
+    atomic_write_text(output / "metrics.md", f"# {title}\n\n" + markdown_table(result))
+    names = list(result["splits"])
+    figure, axis = plt.subplots(figsize=(max(4, 1.6 * len(names)), 3.2))
+    width = 0.27
+    for offset, key in enumerate(("acc_err", "acc_cor", "f1")):
+        axis.bar([i + (offset - 1) * width for i in range(len(names))], [result["splits"][n][key] for n in names],
+                 width, label=key)
+    axis.set_xticks(range(len(names)), names)
+    axis.set_ylim(0, 1)
+    axis.set_title(f"{title} (average F1 {result['average_f1']:.3f})", fontsize=9)
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(output / "metrics.png", dpi=120)
+    plt.close(figure)

@@ -24,7 +24,7 @@ from pydantic import Field
 from prmfactory.answers import AnswerChecker, extract_boxed
 from prmfactory.config import StageConfig, runtime_field
 from prmfactory.errors import UsageError
-from prmfactory.eval.processbench import load_splits, metrics
+from prmfactory.eval.processbench import load_splits, metrics, write_results
 from prmfactory.progress import stage_progress
 from prmfactory.store import Run, atomic_write_text
 from prmfactory.verify.check import CORRECT, INCORRECT, UNVERIFIABLE, ClaimVerdict, StepVerdict, StepVerifier
@@ -145,5 +145,8 @@ def verify_processbench(path: Path, output: Path, *, seconds_per_claim: float = 
     result["wall_seconds"] = round(time.time() - started, 1)
     output.mkdir(parents=True, exist_ok=True)
     atomic_write_text(output / "predictions.jsonl", "\n".join(lines) + "\n")
-    atomic_write_text(output / "metrics.json", json.dumps(result, indent=1))
+    if labelled:
+        write_results(result, output, "prmfactory verify (tool flags) on ProcessBench")
+    else:
+        atomic_write_text(output / "metrics.json", json.dumps(result, indent=1))
     return result

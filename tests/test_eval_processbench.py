@@ -1,0 +1,32 @@
+import json
+
+import pytest
+
+from prmfactory.errors import UsageError
+from prmfactory.eval.processbench import first_below, metrics, read_predictions, split_metrics
+
+
+def test_hand_computed_f1():
+    labels = [-1, -1, -1, -1, 2, 0, 3, 1]
+    predictions = [-1, -1, 1, -1, 2, 0, 1, -1]
+    # correct samples: 3 of 4 right -> 0.75; erroneous: 2 of 4 exact -> 0.5; F1 = 2*.5*.75/1.25 = 0.6
+    assert split_metrics(labels, predictions) == {"acc_err": 0.5, "acc_cor": 0.75, "f1": 0.6, "n": 8}
+
+
+def test_average_over_splits_and_missing_prediction():
+    splits = {"a": [{"id": 1, "label": -1}, {"id": 2, "label": 0}], "b": [{"id": 3, "label": 1}]}
+    result = metrics(splits, {1: -1, 2: 0, 3: 0})
+    assert result["splits"]["a"]["f1"] == 1.0 and result["splits"]["b"]["f1"] == 0.0 and result["average_f1"] == 0.5
+    with pytest.raises(UsageError, match="no prediction"):
+        metrics(splits, {1: -1})
+
+
+def test_threshold_protocol_and_prediction_file(tmp_path):
+    assert first_below([0.9, 0.7, 0.4, 0.1]) == 2 and first_below([0.9, 0.6]) == -1
+    path = tmp_path / "p.jsonl"
+    path.write_text(json.dumps({"id": "x", "step_scores": [0.9, 0.3]}) + "\n" + json.dumps({"id": "y", "prediction": -1}) + "\n")
+    assert read_predictions(path) == {"x": 1, "y": -1}
+    assert read_predictions(path, threshold=0.2) == {"x": -1, "y": -1}
+    path.write_text('{"id": "z", "step_scores": "high"}\n')
+    with pytest.raises(UsageError, match=":1: field 'prediction' or 'step_scores'"):
+        read_predictions(path)
