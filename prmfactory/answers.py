@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from prmfactory.sandbox import BoundedWorker
+from prmfactory.sandbox import BoundedWorker, WorkerClient
 
 MAX_ANSWER_CHARS = 1000
 _BOXED = "\\boxed"
@@ -65,16 +65,12 @@ class AnswerCheck:
     correct: bool
 
 
-class AnswerChecker:
+class AnswerChecker(WorkerClient):
     """Checks completions against reference answers in a killable worker process, with a cache."""
 
     def __init__(self, timeout_s: float = 5.0):
         self._worker = BoundedWorker(_equivalent, timeout_s=timeout_s, warm_up=_warm_up)
         self._cache: dict[tuple[str, str], bool] = {}
-
-    @property
-    def timeouts(self) -> int:
-        return self._worker.timeouts
 
     def check(self, reference: str, completions: Sequence[str]) -> list[AnswerCheck]:
         """The extracted answer of each completion and whether it is equivalent to ``reference``."""
@@ -83,12 +79,3 @@ class AnswerChecker:
         results = self._worker.map(todo)
         self._cache.update((pair, result is True) for pair, result in zip(todo, results))
         return [AnswerCheck(a, a is not None and self._cache[(reference, a)]) for a in answers]
-
-    def close(self) -> None:
-        self._worker.close()
-
-    def __enter__(self) -> "AnswerChecker":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()

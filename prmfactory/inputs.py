@@ -58,6 +58,25 @@ def derive_id(problem: str) -> str:
     return "sha256:" + hashlib.sha256(problem.encode("utf-8")).hexdigest()[:16]
 
 
+def jsonl_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``(file:line, object)`` for each non-blank line of a JSON Lines file of objects.
+
+    For the small record files the other commands read (solutions, predictions); ``--input`` has
+    the stricter line-by-line checks of :func:`read_problems`.
+    """
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"{where}: invalid JSON: {exc.msg}") from exc
+        if not isinstance(record, dict):
+            raise UsageError(f"{where}: expected a JSON object")
+        yield where, record
+
+
 def detect_format(obj: dict[str, Any]) -> str:
     if "question" in obj and "problem" not in obj:
         return "gsm8k"

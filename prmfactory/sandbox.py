@@ -60,3 +60,22 @@ class BoundedWorker:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class WorkerClient:
+    """Base of the checkers that own a :class:`BoundedWorker`: closing, context management, timeouts."""
+
+    _worker: BoundedWorker
+
+    @property
+    def timeouts(self) -> int:
+        return self._worker.timeouts
+
+    def close(self) -> None:
+        self._worker.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

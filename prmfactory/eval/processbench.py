@@ -65,16 +65,11 @@ def metrics(splits: Mapping[str, Sequence[dict[str, Any]]], predictions: Mapping
 
 def read_predictions(path: Path, threshold: float = 0.5) -> dict[Any, int]:
     """``{id: prediction}`` from JSONL lines of ``{id, prediction}`` or ``{id, step_scores}``."""
+    from prmfactory.inputs import jsonl_records
+
     predictions: dict[Any, int] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UsageError(f"{where}: invalid JSON: {exc.msg}") from exc
-        if not isinstance(record, dict) or "id" not in record:
+    for where, record in jsonl_records(path):
+        if "id" not in record:
             raise UsageError(f"{where}: field 'id': missing")
         if isinstance(record.get("prediction"), int) and not isinstance(record["prediction"], bool):
             predictions[record["id"]] = record["prediction"]

@@ -2,11 +2,14 @@
 
 The judge's prompt is ``judge_prompt.txt`` beside this file (a compact ProcessBench-style
 critic prompt: numbered steps, answer the first wrong index in ``\\boxed{}``, −1 if none). Its
-target text recomputes each step up to the first wrong one, then gives the index::
+target text copies each step's equation up to the first wrong one, judges it, then gives the index::
 
     [0] 29 + 15 = 44 ok
-    [1] 44 + 13 = 57, not 58: wrong
+    [1] 44 + 13 = 58 wrong: 57
     \\boxed{1}
+
+Each line copies the step's own equation, so judging it needs one addition or comparison, not a
+recomputation of the whole problem.
 """
 
 from __future__ import annotations
@@ -30,23 +33,27 @@ def judge_prompt(problem: str, steps: list[str]) -> str:
 
 
 def _line(problem: ToyProblem, index: int, step: str, wrong: bool) -> str:
+    """The judge's line for one step: the step's own equation copied, then ok, or wrong and why."""
     values, operations = problem.values, problem.operations
-    if index >= len(operations):
-        verdict = f"should be {problem.answer}: wrong" if wrong else "ok"
-        return f"[{index}] answer {verdict}" if index == len(operations) else f"[{index}] extra step: wrong"
-    operation = operations[index]
-    expected = equation(values[index], operation.op, operation.operand, values[index + 1])
+    if index > len(operations):
+        return f"[{index}] extra step: wrong"
+    if index == len(operations):
+        boxed = re.findall(r"\\boxed\{\s*(-?\d+)\s*\}", step)
+        stated = boxed[-1] if boxed else "none"
+        return f"[{index}] answer {stated} " + (f"wrong: {problem.answer}" if wrong else "ok")
     found = _EQUATION.findall(step)
+    if len(found) != 1:
+        return f"[{index}] no equation: wrong" if wrong else f"[{index}] ok"
+    a, op, b, c = found[0]
+    op = _SYMBOLS.get(op, op)
+    copied = f"[{index}] {a} {op} {b} = {c}"
     if not wrong:
-        return f"[{index}] {expected} ok"
-    if len(found) == 1:
-        a, op, b, c = found[0]
-        op = _SYMBOLS.get(op, op)
-        a_, b_, c_ = int(a), int(b), int(c)
-        if (a_, op, b_) in {(values[index], operation.op, operation.operand),
-                            (operation.operand, operation.op, values[index])}:
-            return f"[{index}] {a_} {op} {b_} = {apply(op, a_, b_)}, not {c_}: wrong"
-    return f"[{index}] expected {expected}: wrong"
+        return f"{copied} ok"
+    operation = operations[index]
+    if (int(a), op, int(b)) in {(values[index], operation.op, operation.operand),
+                                (operation.operand, operation.op, values[index])}:
+        return f"{copied} wrong: {apply(op, int(a), int(b))}"
+    return f"{copied} wrong: expected {equation(values[index], operation.op, operation.operand, values[index + 1])}"
 
 
 def critique(problem: ToyProblem, steps: list[str]) -> str:

@@ -9,12 +9,12 @@ that stops early with every step right has no wrong step (−1); it has no final
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
 
 from prmfactory.errors import UsageError
+from prmfactory.inputs import jsonl_records
 from prmfactory.toy.problems import ToyProblem, parse_problem
 
 _EQUATION = re.compile(r"(-?\d+)\s*([+\-*/×÷x])\s*(-?\d+)\s*=\s*(-?\d+)")
@@ -60,14 +60,7 @@ def check_file(path: Path) -> tuple[list[dict[str, Any]], int]:
     were not toy problems. Malformed lines are usage errors naming file:line and field.
     """
     results, foreign = [], 0
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UsageError(f"{where}: invalid JSON: {exc.msg}") from exc
+    for where, record in jsonl_records(path):
         for field, kind in (("id", (str, int)), ("problem", str), ("steps", list)):
             if not isinstance(record.get(field), kind):
                 raise UsageError(f"{where}: field {field!r}: missing or of the wrong type")

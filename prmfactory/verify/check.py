@@ -27,7 +27,7 @@ from typing import Sequence
 
 import sympy
 
-from prmfactory.sandbox import TIMED_OUT, BoundedWorker
+from prmfactory.sandbox import TIMED_OUT, BoundedWorker, WorkerClient
 from prmfactory.verify.arith import Unparsable, parse
 from prmfactory.verify.claims import Claim, extract
 
@@ -178,27 +178,14 @@ def _warm_up() -> None:
     verify_step("1 + 1 = 2")
 
 
-class StepVerifier:
+class StepVerifier(WorkerClient):
     """Verifies steps in a killable worker: at most ``SECONDS_PER_CLAIM`` of wall time per claim."""
 
     def __init__(self, seconds_per_claim: float = SECONDS_PER_CLAIM):
         self._worker = BoundedWorker(_verify_steps, timeout_s=seconds_per_claim, warm_up=_warm_up)
-
-    @property
-    def timeouts(self) -> int:
-        return self._worker.timeouts
 
     def verify(self, steps: Sequence[str]) -> list[StepVerdict]:
         weights = [1 + min(step.count("=") + step.count("≈"), 50) for step in steps]
         results = self._worker.map(list(steps), weights=weights)
         return [StepVerdict(UNVERIFIABLE, (ClaimVerdict(step[:80], "timeout", UNVERIFIABLE, None, None),))
                 if result is TIMED_OUT else result for step, result in zip(steps, results)]
-
-    def close(self) -> None:
-        self._worker.close()
-
-    def __enter__(self) -> "StepVerifier":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
