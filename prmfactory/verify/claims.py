@@ -106,6 +106,7 @@ def _joins(before: _Tok, after: _Tok) -> bool:
         return False
     return not (before.kind == "number" and after.kind == "command" and after.text == "\\frac")
 
+
 def _tokens(text: str) -> list[_Tok]:
     return [_Tok(m.lastgroup, m.group(), m.start()) for m in _TOKEN.finditer(text) if m.lastgroup != "space"]
 
@@ -187,29 +188,37 @@ def _side(tokens: list[_Tok], index: int, step: int) -> tuple[str, frozenset, bo
     if kept[0].kind == "op" and (kept[0].text != "-" or (boundary is not None and boundary.kind in (
             "number", "close", "letter", "word"))):
         return None  # a binary operator whose left operand is cut off
-    clean = True
-    if boundary is not None and boundary.kind == "word" and glued:
-        clean = False  # a name glued to the expression: 68AC, (lw + ...)
-    elif step == -1 and len(kept) == 1 and kept[0].kind == "number" and boundary is not None and boundary.kind == "word":
-        clean = False  # "Multiples of 3 or 5 = 100 + 60 - 20": a bare number after a word is part of a label
-    elif boundary is not None and boundary.kind == "word":
-        word = boundary.text.lower()
-        if step == 1:
-            clean = word not in _UNCLEAN_AFTER and not (position + 1 < len(tokens) and tokens[position + 1].kind == "open")
-            if clean and kept[-1].kind in ("number", "close"):
-                units.add(word)  # "= 800 gallons"
-        else:
-            clean = word not in OPERATOR_WORDS and tokens[position + 1].kind != "open"  # not "of 18", not sin(30)
-    elif boundary is not None and boundary.kind == "command":
-        clean = False  # \\sin, \\log, \\ldots, \\overline ...: part of something this parser does not read
-    elif boundary is not None and boundary.kind == "other":
-        following = tokens[position + step] if 0 <= position + step < len(tokens) else None
-        clean = boundary.text not in "_'|<>^." or (boundary.text == "." and step == 1 and (
-            following is None or following.start > boundary.end and following.kind not in ("number", "command")))
-    elif boundary is not None and boundary.kind in ("number", "letter", "open", "close", "op"):
-        clean = False  # stopped by _joins: the side may continue beyond the break
+    clean = _clean_boundary(tokens, position, kept, step, glued, units)
     text = "".join((" " if i and kept[i - 1].end != t.start else "") + t.text for i, t in enumerate(kept))
     return text, frozenset(units), clean
+
+
+def _clean_boundary(tokens: list[_Tok], position: int, kept: list[_Tok], step: int, glued: bool,
+                    units: set[str]) -> bool:
+    """Whether the token that ended a side leaves the side complete; trailing unit words go into ``units``."""
+    boundary = tokens[position] if 0 <= position < len(tokens) else None
+    if boundary is None or boundary.kind in ("relation", "newline"):
+        return True
+    if boundary.kind == "word":
+        word = boundary.text.lower()
+        if glued:
+            return False  # a name glued to the expression: 68AC, (lw + ...)
+        if step == -1:
+            if len(kept) == 1 and kept[0].kind == "number":
+                return False  # "Multiples of 3 or 5 = 100 + 60": a bare number after a word belongs to a label
+            return word not in OPERATOR_WORDS and tokens[position + 1].kind != "open"  # not "of 18", not sin(30)
+        if word in _UNCLEAN_AFTER or (position + 1 < len(tokens) and tokens[position + 1].kind == "open"):
+            return False
+        if kept[-1].kind in ("number", "close"):
+            units.add(word)  # "= 800 gallons"
+        return True
+    if boundary.kind == "command":
+        return False  # \\sin, \\log, \\ldots, \\overline ...: part of something this parser does not read
+    if boundary.kind == "other":
+        following = tokens[position + step] if 0 <= position + step < len(tokens) else None
+        return boundary.text not in "_'|<>^." or (boundary.text == "." and step == 1 and (
+            following is None or following.start > boundary.end and following.kind not in ("number", "command")))
+    return boundary.kind not in ("number", "letter", "open", "close", "op")  # stopped by _joins: it may continue
 
 
 def extract(step: str) -> list[Claim]:
