@@ -9,7 +9,7 @@
 
 Also reports tokens generated per step label (nodes with an MC estimate) for omegaprm and mc.
 
-Usage: python benchmarks/mcts_throughput.py [--questions 64] [--openr-questions 6] [--policy toy]
+Usage: python benchmarks/mcts_throughput.py [--questions 32] [--openr-questions 4] [--policy toy]
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ async def timed_search(run_dir: Path, rows, config, engine, checker) -> tuple[fl
 async def main(args) -> dict:
     policy = resolve_model(args.policy)
     config = MctsConfig(policy=policy, rollouts=args.rollouts, budget=args.budget, max_new_tokens=256,
-                        temperature=0.8, quiet=True, concurrency=args.questions,
+                        temperature=0.8, quiet=True, concurrency=args.questions, num_solutions=args.num_solutions,
                         engine=EngineConfig(dtype="float32", max_model_len=512, block_size=32))
     rows = problems_rows(args.questions)
     result: dict = {"policy": args.policy, "questions": args.questions, "rollouts": args.rollouts,
@@ -151,9 +151,10 @@ async def main(args) -> dict:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--policy", default="toy")
-    parser.add_argument("--questions", type=int, default=64)
-    parser.add_argument("--openr-questions", type=int, default=6)
+    parser.add_argument("--questions", type=int, default=32)
+    parser.add_argument("--openr-questions", type=int, default=4)
     parser.add_argument("--rollouts", type=int, default=8)
-    parser.add_argument("--budget", type=int, default=64)
+    parser.add_argument("--budget", type=int, default=48)
+    parser.add_argument("--num-solutions", type=int, default=2, help="mc: solutions per question")
     print(json.dumps(asyncio.run(main(parser.parse_args())), indent=1))
     sys.stdout.flush()

@@ -127,6 +127,19 @@ def test_tree_rows_validate_and_rebuild_as_graph(checker):
         assert child_steps[: len(parent_steps)] == parent_steps and len(child_steps) > len(parent_steps)
 
 
+def test_load_tree_from_a_run(checker, tmp_path):
+    from prmfactory.search.tree import load_tree
+    from prmfactory.store import Run
+
+    engine = ScriptedEngine(lambda prefix: 0.5, seed=6)
+    outcome = asyncio.run(search_omegaprm(context(engine, checker), OmegaParams(rollouts=4, budget=40), random.Random(0)))
+    run = Run(tmp_path)
+    with run.writing():
+        run.commit({"nodes": outcome.tree.rows("q", "omegaprm")})
+    graph = load_tree(str(tmp_path), "q")
+    assert graph.number_of_nodes() == len(outcome.tree.nodes) and graph.nodes["0"]["depth"] == 0
+
+
 def test_tree_parent_is_the_longest_existing_prefix():
     tree = SearchTree()
     deep = tree.node(("a", "b", "c"))

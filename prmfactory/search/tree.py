@@ -7,6 +7,7 @@ from typing import Any
 
 import networkx as nx
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,13 @@ class SearchTree:
                          for r in n.rollouts],
             "strategy": strategy,
         } for n in self.nodes.values()]
+
+
+def load_tree(run_dir: str, question_id: str) -> nx.DiGraph:
+    """A question's search tree from a run folder, as a networkx DiGraph (edges parent -> child)."""
+    from prmfactory.store import Run
+
+    return to_graph(Run(run_dir).read("nodes"), question_id)
 
 
 def to_graph(nodes: pa.Table, question_id: str) -> nx.DiGraph:
