@@ -215,24 +215,27 @@ def read_problems(path: Path, fmt: InputFormat = "auto") -> tuple[list[dict[str,
     return rows, issues
 
 
-def ingest_problems(run: Run, path: Path, fmt: InputFormat, *, skip_invalid: bool,
-                    limit: int | None = None) -> tuple[list[dict[str, Any]], list[InputIssue]]:
-    """Read ``path`` into the run's ``problems`` dataset and return the rows to work on.
-
-    Bad lines stop everything before any work unless ``skip_invalid``; then they are written,
-    with their reasons, to ``RUN/rejects.jsonl`` (rewritten whole on each run, so reruns do not
-    duplicate it). Problems already committed are not written again. Must be called inside
-    ``run.writing()``.
-    """
+def load_problems(path: Path, fmt: InputFormat, *, skip_invalid: bool) -> tuple[list[dict[str, Any]], list[InputIssue]]:
+    """Read and validate ``path``; any bad line stops everything (before any work) unless ``skip_invalid``."""
     rows, issues = read_problems(path, fmt)
     if issues and not skip_invalid:
         raise InputFileError(issues, len(issues))
+    if not rows:
+        raise UsageError(f"{path}: no valid problems")
+    return rows, issues
+
+
+def commit_problems(run: Run, rows: list[dict[str, Any]], issues: list[InputIssue],
+                    limit: int | None = None) -> list[dict[str, Any]]:
+    """Write validated problems (those not yet committed) and the rejects into the run; return the rows to work on.
+
+    Rejected lines go, with their reasons, to ``RUN/rejects.jsonl`` (rewritten whole on each run,
+    so reruns do not duplicate it). Must be called inside ``run.writing()``.
+    """
     rejects = "".join(json.dumps(asdict(issue), ensure_ascii=False) + "\n" for issue in issues)
     if issues or (run.root / REJECTS_FILE).exists():
         atomic_write_text(run.root / REJECTS_FILE, rejects)
-    if not rows:
-        raise UsageError(f"{path}: no valid problems")
     rows = rows[:limit] if limit is not None else rows
     done = run.committed_ids("problems")
     run.commit({"problems": [r for r in rows if r["question_id"] not in done]})
-    return rows, issues
+    return rows

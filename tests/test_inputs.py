@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from prmfactory.inputs import MAX_LINE_BYTES, InputFileError, derive_id, ingest_problems, read_problems
+from prmfactory.inputs import MAX_LINE_BYTES, InputFileError, commit_problems, derive_id, load_problems, read_problems
 from prmfactory.store import Run
 from tests.conftest import FIXTURES
 
@@ -94,13 +94,23 @@ def test_math_shape_keeps_extra_fields():
 
 def test_default_stops_before_any_work_and_lists_every_error(write_lines, tmp_path):
     path = write_lines(GOOD + "nope\n" + '{"id": "c", "answer": "1"}\n')
-    run = Run(tmp_path / "run")
-    with run.writing(), pytest.raises(InputFileError) as excinfo:
-        ingest_problems(run, path, "auto", skip_invalid=False)
+    with pytest.raises(InputFileError) as excinfo:
+        load_problems(path, "auto", skip_invalid=False)
     message = str(excinfo.value)
     assert f"{path}:2" in message and f"{path}:3: field 'problem'" in message and "2 invalid line(s)" in message
     assert excinfo.value.exit_code == 2
-    assert run.read("problems").num_rows == 0
+
+
+def test_mcts_with_bad_input_exits_2_naming_line_and_field_and_creates_nothing(write_lines, tmp_path):
+    from typer.testing import CliRunner
+
+    from prmfactory.cli import app
+
+    path = write_lines(GOOD + '{"id": "b", "problem": 3, "answer": "1"}\n')
+    result = CliRunner().invoke(app, ["mcts", "--input", str(path), "--output", str(tmp_path / "run"), "--policy", "toy"])
+    assert result.exit_code == 2
+    assert f"{path}:2: field 'problem': expected a string, got int" in result.output
+    assert not (tmp_path / "run").exists()
 
 
 def test_skip_invalid_processes_valid_lines_and_writes_every_reject(write_lines, tmp_path):
@@ -108,14 +118,15 @@ def test_skip_invalid_processes_valid_lines_and_writes_every_reject(write_lines,
              GOOD]
     path = write_lines("".join(lines))
     run = Run(tmp_path / "run")
+    rows, issues = load_problems(path, "auto", skip_invalid=True)
     with run.writing():
-        rows, issues = ingest_problems(run, path, "auto", skip_invalid=True)
+        rows = commit_problems(run, rows, issues)
     assert [r["question_id"] for r in rows] == ["a", "d"]
     assert sorted(run.read("problems").column("question_id").to_pylist()) == ["a", "d"]
     rejects = [json.loads(line) for line in (run.root / "rejects.jsonl").read_text().splitlines()]
     assert [r["source"].rsplit(":", 1)[1] for r in rejects] == ["2", "3", "5", "6"]
     assert {r["field"] for r in rejects} == {"", "problem", "id"}
     with run.writing():  # a rerun neither duplicates problems nor rejects
-        ingest_problems(run, path, "auto", skip_invalid=True)
+        commit_problems(run, *load_problems(path, "auto", skip_invalid=True))
     assert run.read("problems").num_rows == 2
     assert len((run.root / "rejects.jsonl").read_text().splitlines()) == 4

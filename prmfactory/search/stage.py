@@ -25,7 +25,7 @@ from prmfactory.config import MctsConfig
 from prmfactory.engines import ENGINES
 from prmfactory.engines.base import Engine, SamplingSpec, chat_messages
 from prmfactory.engines.openai import EngineUnavailableError
-from prmfactory.inputs import InputFormat, ingest_problems
+from prmfactory.inputs import InputFormat, commit_problems, load_problems
 from prmfactory.progress import stage_progress
 from prmfactory.search.montecarlo import search_mc
 from prmfactory.search.omegaprm import OmegaParams, search_omegaprm
@@ -127,10 +127,10 @@ def run_mcts(run: Run, config: MctsConfig, input_path: Path, *, input_format: In
              skip_invalid: bool = False, force: bool = False) -> dict[str, Any]:
     """The mcts stage; returns (and stores in ``reports/mcts.json``) its counters and engine metrics."""
     started = time.time()
+    problems, issues = load_problems(input_path, input_format, skip_invalid=skip_invalid)
     with run.writing(), run.log_to_file("mcts"):
         run.begin_stage("mcts", config, OUTPUTS, force=force)
-        problems, issues = ingest_problems(run, input_path, input_format, skip_invalid=skip_invalid,
-                                           limit=config.limit)
+        problems = commit_problems(run, problems, issues, config.limit)
         done = run.committed_ids("questions")
         todo = [p for p in problems if p["question_id"] not in done]
         LOG.info("mcts: %d problems read (%d rejected), %d already searched, %d to search with %s",
