@@ -19,23 +19,28 @@ MAX_ANSWER_CHARS = 1000
 _BOXED = "\\boxed"
 
 
-def extract_boxed(text: str) -> str | None:
-    """Content of the last ``\\boxed{...}`` in ``text``, or None when there is none (or it is unclosed)."""
-    start = text.rfind(_BOXED)
+def boxed_contents(text: str) -> list[str]:
+    """The contents of every closed ``\\boxed{...}`` in ``text``, left to right (brace-balanced)."""
+    contents, start = [], text.find(_BOXED)
     while start != -1:
         position = start + len(_BOXED)
         while position < len(text) and text[position] == " ":
             position += 1
         if position < len(text) and text[position] == "{":
-            depth, cursor = 0, position
+            depth = 0
             for cursor in range(position, len(text)):
                 depth += {"{": 1, "}": -1}.get(text[cursor], 0)
                 if depth == 0:
-                    content = text[position + 1:cursor].strip()
-                    return content[:MAX_ANSWER_CHARS] if content else None
-            return None
-        start = text.rfind(_BOXED, 0, start)
-    return None
+                    contents.append(text[position + 1:cursor].strip()[:MAX_ANSWER_CHARS])
+                    break
+        start = text.find(_BOXED, position)
+    return contents
+
+
+def extract_boxed(text: str) -> str | None:
+    """Content of the last closed ``\\boxed{...}`` in ``text``, or None when there is none (or it is empty)."""
+    contents = boxed_contents(text)
+    return contents[-1] or None if contents else None
 
 
 def _warm_up() -> None:

@@ -106,7 +106,7 @@ def _print_report(run: Path, report: dict) -> None:
 
     statuses = ", ".join(f"{k} {v}" for k, v in (report.get("statuses") or {}).items())
     engine = report.get("engine") or {}
-    counts = ", ".join(f"{k} {v}" for k, v in (report.get("verdicts") or {}).items())
+    counts = ", ".join(f"{k} {v}" for key in ("verdicts", "counts") for k, v in (report.get(key) or {}).items())
     console.print(f"[bold]{report['stage']}[/bold] done in {report['wall_seconds']} s: "
                   f"{report.get('problems', report.get('questions'))} questions ({report['skipped_done']} already done)"
                   f"{'; ' + statuses if statuses else ''}{'; ' + counts if counts else ''}")
@@ -150,9 +150,29 @@ def verify(
 
 @app.command()
 @handled
-def judge(run: opt.RunOpt, quiet: opt.QuietOpt = False) -> None:
-    """Grade steps with an LLM judge, with majority votes over samples."""
-    _not_built("judge", 6)
+def judge(
+    run: opt.RunOpt,
+    judge: Annotated[Optional[str], typer.Option("--judge", help="Judge model id or local path (`toy-judge` for the toy judge).")] = None,
+    mode: Annotated[Optional[str], typer.Option(help="critic (first wrong step in \\boxed{}) or per_step.")] = None,
+    votes: Annotated[Optional[int], typer.Option(help="Samples per solution; majority vote.")] = None,
+    template: Annotated[Optional[Path], typer.Option(help="Prompt template file.", exists=True, dir_okay=False)] = None,
+    temperature: Annotated[Optional[float], typer.Option(help="Sampling temperature.")] = None,
+    max_new_tokens: Annotated[Optional[int], typer.Option(help="Longest judge output in tokens.")] = None,
+    base_url: Annotated[Optional[str], typer.Option(help="Use an OpenAI-compatible server instead of in-process vLLM.")] = None,
+    config: opt.ConfigOpt = None,
+    seed: opt.SeedOpt = None,
+    force: opt.ForceOpt = False,
+    quiet: opt.QuietOpt = False,
+) -> None:
+    """Grade each complete solution with an LLM judge, with majority votes over samples."""
+    from prmfactory.config import build_config
+    from prmfactory.judge.stage import JudgeConfig, run_judge
+
+    engine = {"backend": "openai", "base_url": base_url} if base_url else {}
+    flags = dict(judge=judge, mode=mode, votes=votes, template=str(template) if template else None,
+                 temperature=temperature, max_new_tokens=max_new_tokens, seed=seed, quiet=quiet or None, engine=engine)
+    stage_config = build_config(JudgeConfig, "judge", config, flags)
+    _print_report(run, run_judge(_existing_run(run), stage_config, force=force))
 
 
 @app.command(name="filter")

@@ -310,3 +310,29 @@ class Run:
         finally:
             LOG.removeHandler(handler)
             handler.close()
+
+
+class CommitBuffer:
+    """Collects a stage's rows question by question and commits them every ``every`` questions.
+
+    A question's rows (for all datasets) are added in one call, so a commit never splits a
+    question: the resume ledger stays exact.
+    """
+
+    def __init__(self, run: Run, datasets: Sequence[str], every: int):
+        self.run, self.datasets, self.every = run, tuple(datasets), every
+        self._rows: dict[str, list[Mapping[str, Any]]] = {d: [] for d in self.datasets}
+        self._questions = 0
+
+    def add(self, rows_by_dataset: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
+        for dataset, rows in rows_by_dataset.items():
+            self._rows[dataset].extend(rows)
+        self._questions += 1
+        if self._questions >= self.every:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._questions:
+            self.run.commit(self._rows)
+            self._rows = {d: [] for d in self.datasets}
+            self._questions = 0

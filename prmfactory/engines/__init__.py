@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from prmfactory.engines.base import Engine
+
+if TYPE_CHECKING:
+    from prmfactory.config import EngineConfig
 
 
 def _vllm(**kwargs) -> Engine:
@@ -20,3 +23,10 @@ def _openai(**kwargs) -> Engine:
 
 
 ENGINES: dict[str, Callable[..., Engine]] = {"vllm": _vllm, "openai": _openai}
+
+
+def create_engine(model: str, config: "EngineConfig", seed: int) -> Engine:
+    """The backend ``config.backend`` serving ``model`` (``toy`` / ``toy-judge`` resolve to the toy models)."""
+    from prmfactory.toy import resolve_model
+
+    return ENGINES[config.backend](model=resolve_model(model), seed=seed, **config.model_dump(exclude={"backend"}))

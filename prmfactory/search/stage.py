@@ -22,7 +22,7 @@ from typing import Any
 
 from prmfactory.answers import AnswerChecker
 from prmfactory.config import MctsConfig
-from prmfactory.engines import ENGINES
+from prmfactory.engines import create_engine
 from prmfactory.engines.base import Engine, SamplingSpec, chat_messages
 from prmfactory.engines.openai import EngineUnavailableError
 from prmfactory.inputs import InputFormat, commit_problems, load_problems
@@ -32,17 +32,10 @@ from prmfactory.search.omegaprm import OmegaParams, search_omegaprm
 from prmfactory.search.outcome import SearchOutcome
 from prmfactory.search.rollouts import QuestionContext
 from prmfactory.steps import Segmenter
-from prmfactory.store import Run
-from prmfactory.toy import resolve_model
+from prmfactory.store import CommitBuffer, Run
 
 OUTPUTS = ("problems", "nodes", "questions")
 LOG = logging.getLogger("prmfactory")
-
-
-def create_engine(config: MctsConfig) -> Engine:
-    engine = config.engine
-    return ENGINES[engine.backend](
-        model=resolve_model(config.policy), seed=config.seed, **engine.model_dump(exclude={"backend"}))
 
 
 async def _search(context: QuestionContext, config: MctsConfig, rng: random.Random) -> SearchOutcome:
@@ -68,13 +61,8 @@ async def search_questions(run: Run, problems: list[dict[str, Any]], config: Mct
     segmenter = Segmenter(config.segmentation)
     sampling = SamplingSpec(temperature=config.temperature, top_p=config.top_p, max_tokens=config.max_new_tokens)
     slots = asyncio.Semaphore(config.concurrency)
-    pending: dict[str, list] = {"nodes": [], "questions": []}
+    buffer = CommitBuffer(run, ("nodes", "questions"), config.commit_every)
     counts = {"searched": 0, "prefiltered_all_correct": 0, "prefiltered_all_wrong": 0, "failed": 0}
-
-    def flush() -> None:
-        if pending["questions"]:
-            run.commit(pending)
-            pending["nodes"], pending["questions"] = [], []
 
     async def one(problem: dict[str, Any]) -> None:
         qid = problem["question_id"]
@@ -92,13 +80,10 @@ async def search_questions(run: Run, problems: list[dict[str, Any]], config: Mct
                     raise
                 reason = f"{type(exc).__name__}: {exc}"[:500]
                 LOG.warning("question %s failed: %s", qid, reason)
-        pending["questions"].append(_summary(qid, config, outcome, context, reason))
-        if outcome:
-            pending["nodes"].extend(outcome.tree.rows(qid, config.strategy))
+        buffer.add({"questions": [_summary(qid, config, outcome, context, reason)],
+                    "nodes": outcome.tree.rows(qid, config.strategy) if outcome else []})
         counts[outcome.status if outcome else "failed"] += 1
         progress.advance(**{k: v for k, v in counts.items() if v})
-        if len(pending["questions"]) >= config.commit_every:
-            flush()
 
     with stage_progress(f"mcts ({config.strategy})", len(problems), quiet=config.quiet) as progress:
         tasks = [asyncio.ensure_future(one(p)) for p in problems]
@@ -108,14 +93,14 @@ async def search_questions(run: Run, problems: list[dict[str, Any]], config: Mct
             for task in tasks:
                 task.cancel()
             raise
-        flush()
+        buffer.flush()
     return counts
 
 
 async def _search_with_engine(run: Run, problems: list[dict[str, Any]], config: MctsConfig, checker: AnswerChecker,
                              report: dict[str, Any]) -> None:
     """Create the engine inside the event loop that uses it, search, and always close it."""
-    engine = create_engine(config)
+    engine = create_engine(config.policy, config.engine, config.seed)
     try:
         report["statuses"] = await search_questions(run, problems, config, engine, checker)
     finally:

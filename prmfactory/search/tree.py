@@ -27,6 +27,7 @@ class TreeNode:
     steps: tuple[str, ...]
     rollouts: list[Rollout] = field(default_factory=list)
     visits: int = 0
+    complete: bool = False
 
     @property
     def mc_value(self) -> float | None:
@@ -63,6 +64,7 @@ class SearchTree:
         node = self.node(steps)
         if not node.rollouts:
             node.rollouts.append(Rollout("", (), rollout.answer, rollout.correct, 0))
+            node.complete = True
         return node
 
     def parent_id(self, node: TreeNode) -> str | None:
@@ -80,7 +82,7 @@ class SearchTree:
         return [{
             "question_id": question_id, "node_id": n.node_id, "parent_id": self.parent_id(n), "depth": len(n.steps),
             "steps": list(n.steps), "mc_value": n.mc_value, "num_rollouts": len(n.rollouts),
-            "num_correct": sum(r.correct for r in n.rollouts), "visits": n.visits,
+            "num_correct": sum(r.correct for r in n.rollouts), "visits": n.visits, "complete": n.complete,
             "rollouts": [{"text": r.text, "answer": r.answer, "correct": r.correct, "num_tokens": r.num_tokens}
                          for r in n.rollouts],
             "strategy": strategy,

@@ -1,6 +1,6 @@
 """Critique transcripts and corrupted solutions for training the toy judge.
 
-The judge's prompt is ``judge_prompt.txt`` beside this file (a compact ProcessBench-style
+The judge's prompt is ``prmfactory/judge/prompts/toy_critic.txt`` (a compact ProcessBench-style
 critic prompt: numbered steps, answer the first wrong index in ``\\boxed{}``, −1 if none). Its
 target text copies each step's equation up to the first wrong one, judges it, then gives the index::
 
@@ -16,20 +16,15 @@ from __future__ import annotations
 
 import random
 import re
-from pathlib import Path
 
+from prmfactory.judge.render import TOY_TEMPLATE, render
 from prmfactory.toy.oracle import _EQUATION, _SYMBOLS, first_error
 from prmfactory.toy.problems import ToyProblem, apply, equation
 
-JUDGE_PROMPT = (Path(__file__).parent / "judge_prompt.txt").read_text(encoding="utf-8")
-
-
-def numbered(steps: list[str]) -> str:
-    return "\n".join(f"[{i}] {step}" for i, step in enumerate(steps))
-
 
 def judge_prompt(problem: str, steps: list[str]) -> str:
-    return JUDGE_PROMPT.replace("{problem}", problem).replace("{numbered_steps}", numbered(steps)).rstrip("\n")
+    """The toy judge's prompt: the same template the judge stage renders for ``--judge toy-judge``."""
+    return render(TOY_TEMPLATE.read_text(encoding="utf-8"), problem, steps)
 
 
 def _line(problem: ToyProblem, index: int, step: str, wrong: bool) -> str:

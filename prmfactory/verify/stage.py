@@ -26,7 +26,7 @@ from prmfactory.config import StageConfig, runtime_field
 from prmfactory.errors import UsageError
 from prmfactory.eval.processbench import load_splits, metrics, write_results
 from prmfactory.progress import stage_progress
-from prmfactory.store import Run, atomic_write_text
+from prmfactory.store import CommitBuffer, Run, atomic_write_text
 from prmfactory.verify.check import CORRECT, INCORRECT, UNVERIFIABLE, ClaimVerdict, StepVerdict, StepVerifier
 
 LOG = logging.getLogger("prmfactory")
@@ -73,24 +73,23 @@ def run_verify(run: Run, config: VerifyConfig, *, force: bool = False) -> dict[s
         cache: dict[str, StepVerdict] = {}
         with StepVerifier(config.seconds_per_claim) as verifier, AnswerChecker(config.answer_timeout_s) as checker, \
                 stage_progress("verify", len(by_question), quiet=config.quiet) as progress:
-            batch: list[dict] = []
+            buffer = CommitBuffer(run, ["verdicts"], config.questions_per_shard)
             for question_id, rows in by_question.items():
                 new_steps = sorted({r["steps"][-1] for r in rows} - set(cache))
                 cache.update(zip(new_steps, verifier.verify(new_steps)))
+                verdict_rows = []
                 for row in rows:
                     step = row["steps"][-1]
                     verdict = cache[step]
                     if config.check_final_answers:
                         verdict = _with_final_answer(verdict, step, references[question_id], checker)
                     counts[verdict.verdict] += 1
-                    batch.append({"question_id": question_id, "node_id": row["node_id"],
-                                  "step_index": len(row["steps"]) - 1, "verdict": verdict.verdict,
-                                  "claims": verdict.claim_rows()})
+                    verdict_rows.append({"question_id": question_id, "node_id": row["node_id"],
+                                         "step_index": len(row["steps"]) - 1, "verdict": verdict.verdict,
+                                         "claims": verdict.claim_rows()})
+                buffer.add({"verdicts": verdict_rows})
                 progress.advance(**counts)
-                if len({r["question_id"] for r in batch}) >= config.questions_per_shard:
-                    run.commit({"verdicts": batch})
-                    batch = []
-            run.commit({"verdicts": batch})
+            buffer.flush()
             timeouts = verifier.timeouts
         report = {"stage": "verify", "questions": len(by_question), "skipped_done": len(done),
                   "verdicts": counts, "claim_timeouts": timeouts, "wall_seconds": round(time.time() - started, 1)}

@@ -1,0 +1,1 @@
+"""The judge stage: an LLM grades solution steps, with majority votes over samples."""
