@@ -136,16 +136,17 @@ def test_stage_writes_a_verdict_per_step_node_and_checks_final_answers(tmp_path)
                     "nodes": [_node("q1", "0", []), _node("q1", "1", right[:1]), _node("q1", "2", right),
                               _node("q2", "0", []), _node("q2", "1", wrong[:1]), _node("q2", "2", wrong)]})
     report = run_verify(run, VerifyConfig(quiet=True))
-    rows = {(r["question_id"], r["node_id"]): r for r in run.read("verdicts").to_pylist()}
-    assert set(rows) == {("q1", "1"), ("q1", "2"), ("q2", "1"), ("q2", "2")}
-    assert rows[("q1", "2")]["verdict"] == "correct" and rows[("q1", "2")]["step_index"] == 1
-    assert [c["kind"] for c in rows[("q1", "2")]["claims"]] == ["arithmetic", "final_answer"]
-    assert rows[("q2", "1")]["verdict"] == "incorrect"
-    final = rows[("q2", "2")]["claims"][-1]
+    rows = {(r["question_id"], r["node_id"], r["step_index"]): r for r in run.read("verdicts").to_pylist()}
+    # complete solutions (node 2) get a verdict per step; other nodes one for their last step
+    assert set(rows) == {("q1", "1", 0), ("q1", "2", 0), ("q1", "2", 1), ("q2", "1", 0), ("q2", "2", 0), ("q2", "2", 1)}
+    assert rows[("q1", "2", 1)]["verdict"] == "correct"
+    assert [c["kind"] for c in rows[("q1", "2", 1)]["claims"]] == ["arithmetic", "final_answer"]
+    assert rows[("q2", "1", 0)]["verdict"] == "incorrect" and rows[("q2", "2", 0)]["verdict"] == "incorrect"
+    final = rows[("q2", "2", 1)]["claims"][-1]
     assert (final["kind"], final["verdict"], final["value_claimed"]) == ("final_answer", "incorrect", "16")
-    assert report["verdicts"] == {"correct": 2, "incorrect": 2, "unverifiable": 0}
+    assert report["verdicts"] == {"correct": 3, "incorrect": 3, "unverifiable": 0}
     again = run_verify(run, VerifyConfig(quiet=True))
-    assert again["skipped_done"] == 2 and run.read("verdicts").num_rows == 4
+    assert again["skipped_done"] == 2 and run.read("verdicts").num_rows == 6
 
 
 def test_processbench_metrics_match_eval_on_the_same_predictions(tmp_path):

@@ -1,9 +1,10 @@
 """The verify stage: tool-grounded verdicts for every step, as a run stage or on ProcessBench files.
 
 As a stage (``prmfactory verify --run RUN``) it reads ``nodes`` (and ``problems`` for the
-reference answers) and writes ``verdicts``: one row per node with at least one step, judging the
-node's last step; a step that states a final answer in ``\\boxed{}`` also gets a ``final_answer``
-claim checked with math-verify against the reference. Standalone
+reference answers) and writes ``verdicts``: for a complete solution one row per step, for any
+other node one row for its last step (the step its MC value is about); a step that states a
+final answer in ``\\boxed{}`` also gets a ``final_answer`` claim checked with math-verify against
+the reference. Standalone
 (``--processbench FILE_OR_DIR --output DIR``) it writes ``predictions.jsonl`` and ``metrics.json``
 in the format of ``prmfactory eval processbench``, plus flag statistics.
 
@@ -66,7 +67,7 @@ def run_verify(run: Run, config: VerifyConfig, *, force: bool = False) -> dict[s
                               run.read("problems").column("answer").to_pylist()))
         done = run.committed_ids("verdicts")
         by_question: dict[str, list[dict]] = {}
-        for row in nodes.select(["question_id", "node_id", "steps"]).to_pylist():
+        for row in nodes.select(["question_id", "node_id", "steps", "complete"]).to_pylist():
             if row["steps"] and row["question_id"] not in done:
                 by_question.setdefault(row["question_id"], []).append(row)
         counts = {CORRECT: 0, INCORRECT: 0, UNVERIFIABLE: 0}
@@ -75,18 +76,18 @@ def run_verify(run: Run, config: VerifyConfig, *, force: bool = False) -> dict[s
                 stage_progress("verify", len(by_question), quiet=config.quiet) as progress:
             buffer = CommitBuffer(run, ["verdicts"], config.questions_per_shard)
             for question_id, rows in by_question.items():
-                new_steps = sorted({r["steps"][-1] for r in rows} - set(cache))
+                targets = [(row["node_id"], index, row["steps"][index]) for row in rows
+                           for index in (range(len(row["steps"])) if row["complete"] else [len(row["steps"]) - 1])]
+                new_steps = sorted({step for _, _, step in targets} - set(cache))
                 cache.update(zip(new_steps, verifier.verify(new_steps)))
                 verdict_rows = []
-                for row in rows:
-                    step = row["steps"][-1]
+                for node_id, index, step in targets:
                     verdict = cache[step]
                     if config.check_final_answers:
                         verdict = _with_final_answer(verdict, step, references[question_id], checker)
                     counts[verdict.verdict] += 1
-                    verdict_rows.append({"question_id": question_id, "node_id": row["node_id"],
-                                         "step_index": len(row["steps"]) - 1, "verdict": verdict.verdict,
-                                         "claims": verdict.claim_rows()})
+                    verdict_rows.append({"question_id": question_id, "node_id": node_id, "step_index": index,
+                                         "verdict": verdict.verdict, "claims": verdict.claim_rows()})
                 buffer.add({"verdicts": verdict_rows})
                 progress.advance(**counts)
             buffer.flush()
