@@ -177,9 +177,35 @@ def judge(
 
 @app.command(name="filter")
 @handled
-def filter_(run: opt.RunOpt, quiet: opt.QuietOpt = False) -> None:
-    """Fuse MC values, tool verdicts and judge votes into step labels; write training shards."""
-    _not_built("filter", 6)
+def filter_(
+    run: opt.RunOpt,
+    rule: Annotated[Optional[str], typer.Option(help="Label rule: mc, consensus, hybrid or rpe.")] = None,
+    min_rollouts: Annotated[Optional[int], typer.Option(help="Drop rows with an estimate resting on fewer rollouts.")] = None,
+    min_step_length: Annotated[Optional[int], typer.Option(help="Drop rows with a shorter step (characters).")] = None,
+    max_steps: Annotated[Optional[int], typer.Option(help="Drop rows with more steps.")] = None,
+    balance: Annotated[Optional[bool], typer.Option("--balance/--no-balance", help="As many all-correct rows as rows with an error.")] = None,
+    config: opt.ConfigOpt = None,
+    force: opt.ForceOpt = False,
+    quiet: opt.QuietOpt = False,
+) -> None:
+    """Fuse MC values, tool verdicts and judge votes into step labels; filter with SQL; write training shards."""
+    from prmfactory.config import build_config
+    from prmfactory.filter.stage import FilterConfig, run_filter
+    from prmfactory.progress import console
+
+    flags = dict(rule=rule, min_rollouts=min_rollouts, min_step_length=min_step_length, max_steps=max_steps,
+                 balance=balance, quiet=quiet or None)
+    report = run_filter(_existing_run(run), build_config(FilterConfig, "filter", config, flags), force=force)
+    if report.get("solutions") is None:
+        console.print(f"filter: {run}/steps already written with this config (use --force to redo)")
+        return
+    console.print(f"[bold]filter[/bold] ({report['rule']}): {report['solutions']} solutions, rule kept "
+                  f"{report['rule_kept']} {report['rule_dropped'] or ''}")
+    for entry in report["filters"]:
+        console.print(f"  {entry['filter']}: {entry['rows_in']} -> {entry['rows_out']} rows "
+                      f"({entry['rows_removed']} removed, {entry['steps_removed']} steps removed)")
+    console.print(f"steps: {report['rows_out']} rows, {report['positive_steps']} correct / {report['negative_steps']} "
+                  f"wrong steps, keep-rate {report['keep_rate']}; report in {run / 'reports' / 'filter.json'}")
 
 
 @app.command(name="train-prm")
