@@ -16,12 +16,15 @@ $(STAMP): pyproject.toml constraints-cpu.txt
 	$(PIP) uninstall --quiet -y torchvision torchaudio torchcodec
 	touch $(STAMP)
 
-# Until the end-to-end demo exists: toy problems -> OmegaPRM search with the toy policy -> step verification.
+# Until `prmfactory demo` exists: toy problems -> OmegaPRM search -> verify -> judge -> consensus filter.
+DEMO := runs/sample
 demo: $(STAMP)
-	$(VENV)/bin/prmfactory toy problems --n 24 --output runs/sample-problems.jsonl
-	$(VENV)/bin/prmfactory mcts --input runs/sample-problems.jsonl --output runs/sample --config pipelines/toy_mcts.yaml
-	$(VENV)/bin/prmfactory verify --run runs/sample
-	$(VENV)/bin/prmfactory stats runs/sample
+	$(VENV)/bin/prmfactory toy problems --n 24 --output $(DEMO)-problems.jsonl
+	$(VENV)/bin/prmfactory mcts --input $(DEMO)-problems.jsonl --output $(DEMO) --config pipelines/toy.yaml
+	$(VENV)/bin/prmfactory verify --run $(DEMO) --config pipelines/toy.yaml
+	$(VENV)/bin/prmfactory judge --run $(DEMO) --config pipelines/toy.yaml
+	$(VENV)/bin/prmfactory filter --run $(DEMO) --config pipelines/toy.yaml
+	$(VENV)/bin/prmfactory stats $(DEMO)
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest

@@ -7,10 +7,21 @@ from prmfactory.errors import UsageError
 from prmfactory.resources import resource_dir
 
 
-@pytest.mark.parametrize("name", ["omegaprm", "math_shepherd"])
+@pytest.mark.parametrize("name", ["omegaprm", "math_shepherd", "toy"])
 def test_shipped_pipelines_load(name):
     config = build_config(MctsConfig, "mcts", resource_dir("pipelines") / f"{name}.yaml", {})
-    assert config.strategy == ("omegaprm" if name == "omegaprm" else "mc")
+    assert config.strategy == ("mc" if name == "math_shepherd" else "omegaprm")
+
+
+def test_toy_pipeline_has_every_built_stage():
+    from prmfactory.filter.stage import FilterConfig
+    from prmfactory.judge.stage import JudgeConfig
+    from prmfactory.verify.stage import VerifyConfig
+
+    path = resource_dir("pipelines") / "toy.yaml"
+    assert build_config(JudgeConfig, "judge", path, {}).judge == "toy-judge"
+    assert build_config(FilterConfig, "filter", path, {}).rule == "consensus"
+    build_config(VerifyConfig, "verify", path, {})
 
 
 def test_omegaprm_defaults_match_the_paper():
