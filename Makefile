@@ -20,10 +20,7 @@ $(STAMP): pyproject.toml constraints-cpu.txt
 DEMO := runs/sample
 demo: $(STAMP)
 	$(VENV)/bin/prmfactory toy problems --n 24 --output $(DEMO)-problems.jsonl
-	$(VENV)/bin/prmfactory mcts --input $(DEMO)-problems.jsonl --output $(DEMO) --config pipelines/toy.yaml
-	$(VENV)/bin/prmfactory verify --run $(DEMO) --config pipelines/toy.yaml
-	$(VENV)/bin/prmfactory judge --run $(DEMO) --config pipelines/toy.yaml
-	$(VENV)/bin/prmfactory filter --run $(DEMO) --config pipelines/toy.yaml
+	$(VENV)/bin/prmfactory run pipelines/toy.yaml --input $(DEMO)-problems.jsonl --output $(DEMO)
 	$(VENV)/bin/prmfactory stats $(DEMO)
 
 test: $(STAMP)

@@ -102,14 +102,20 @@ def _check_format(value: str) -> None:
 
 
 def _print_report(run: Path, report: dict) -> None:
+    """One or two lines about a finished stage: counts, engine throughput, where the report is."""
     from prmfactory.progress import console
 
-    statuses = ", ".join(f"{k} {v}" for k, v in (report.get("statuses") or {}).items())
+    parts = []
+    for key in ("problems", "questions", "solutions"):
+        if key in report:
+            parts.append(f"{report[key]} {key} ({report.get('skipped_done', 0)} already done)")
+            break
+    for key in ("statuses", "verdicts", "counts", "rule_dropped"):
+        parts += [f"{k} {v}" for k, v in (report.get(key) or {}).items()]
+    if "rows_out" in report:
+        parts.append(f"{report['rows_out']} training rows, keep-rate {report.get('keep_rate')}")
+    console.print(f"[bold]{report['stage']}[/bold] done in {report.get('wall_seconds', 0)} s: " + "; ".join(parts))
     engine = report.get("engine") or {}
-    counts = ", ".join(f"{k} {v}" for key in ("verdicts", "counts") for k, v in (report.get(key) or {}).items())
-    console.print(f"[bold]{report['stage']}[/bold] done in {report['wall_seconds']} s: "
-                  f"{report.get('problems', report.get('questions'))} questions ({report['skipped_done']} already done)"
-                  f"{'; ' + statuses if statuses else ''}{'; ' + counts if counts else ''}")
     if engine:
         console.print(f"engine: {engine.get('generated_tokens')} tokens, {engine.get('tokens_per_second')} tok/s, "
                       f"busy {engine.get('busy_fraction')}, prefix-cache hit rate "
@@ -196,7 +202,7 @@ def filter_(
     flags = dict(rule=rule, min_rollouts=min_rollouts, min_step_length=min_step_length, max_steps=max_steps,
                  balance=balance, quiet=quiet or None)
     report = run_filter(_existing_run(run), build_config(FilterConfig, "filter", config, flags), force=force)
-    if report.get("solutions") is None:
+    if report.get("already_done"):
         console.print(f"filter: {run}/steps already written with this config (use --force to redo)")
         return
     console.print(f"[bold]filter[/bold] ({report['rule']}): {report['solutions']} solutions, rule kept "
@@ -265,9 +271,22 @@ def publish(run: opt.RunOpt) -> None:
 
 @app.command(name="run")
 @handled
-def run_pipeline(pipeline: Annotated[Path, typer.Argument(help="pipelines/NAME.yaml")]) -> None:
-    """Run a pipeline of stages from a YAML file, resumably."""
-    _not_built("run", 9)
+def run_pipeline(
+    pipeline: Annotated[Path, typer.Argument(help="A pipeline file, e.g. pipelines/toy.yaml.", exists=True, dir_okay=False)],
+    input: opt.InputOpt,
+    output: opt.OutputRunOpt,
+    input_format: opt.FormatOpt = "auto",
+    force: opt.ForceOpt = False,
+) -> None:
+    """Run the stages of a pipeline file in order on one run folder; a rerun continues where it stopped."""
+    from prmfactory.pipeline import PipelineInput, run_pipeline as run_stages
+
+    _check_format(input_format)
+    run_stages(pipeline, PipelineInput(input, input_format, force), output,
+               on_stage=lambda name, report: _print_report(output, report))
+    from prmfactory.progress import console
+
+    console.print(f"pipeline {pipeline} done; inspect with `prmfactory stats {output}`")
 
 
 @app.command()

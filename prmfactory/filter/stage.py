@@ -130,7 +130,7 @@ def run_filter(run: Run, config: FilterConfig, *, force: bool = False) -> dict[s
         if run.shards("steps"):
             report = run.read_report("filter") or {}
             LOG.info("filter: steps already written with this config; nothing to do")
-            return {**report, "skipped_done": report.get("rows_out", 0)}
+            return {**report, "skipped_done": report.get("rows_out", 0), "already_done": True}
         if not run.shards("nodes"):
             raise UsageError(f"{run.root}: no nodes to label; run `prmfactory mcts` first")
         paths = collect_paths(run)
