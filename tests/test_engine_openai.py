@@ -68,7 +68,8 @@ def test_transient_errors_are_retried_with_backoff():
             await engine.close()
 
     assert asyncio.run(go())[0].text == "x"
-    assert len(calls) == 3 and calls[2] - calls[1] > calls[1] - calls[0] > 0.2
+    # exponential backoff with jitter: waits of 0.5 s then 1 s, each scaled by 0.5-1.5
+    assert len(calls) == 3 and calls[1] - calls[0] >= 0.24 and calls[2] - calls[1] >= 0.49
 
 
 def test_client_errors_are_not_retried():
