@@ -305,7 +305,6 @@ def stats(run: opt.RunArg,
     from rich.table import Table
 
     from prmfactory.runstats import run_stats
-    from prmfactory.store import Run
 
     result = run_stats(_existing_run(run))
     if as_json:
