@@ -109,7 +109,9 @@ def test_prefilter_records_status(checker, probability, status):
     engine = ScriptedEngine(lambda prefix: probability)
     outcome = asyncio.run(search_omegaprm(context(engine, checker), OmegaParams(rollouts=4), random.Random(0)))
     assert outcome.status == status and outcome.reason
-    assert len(outcome.tree.nodes) == 1 and len(engine.calls) == 1
+    assert [n for n in outcome.tree.nodes.values() if not n.complete] == [outcome.tree.root]
+    assert len(engine.calls) == 1
+    assert all(n.mc_value == probability for n in outcome.tree.nodes.values() if n.complete)
 
 
 def test_tree_rows_validate_and_rebuild_as_graph(checker):

@@ -17,8 +17,10 @@ from prmfactory.engines.base import Completion, EngineStats, Prompt, SamplingSpe
 from prmfactory.errors import PrmfactoryError
 
 
-# vLLM logs every request at INFO; keep the stage's own progress readable unless the user asks.
+# vLLM logs every request at INFO, to stdout; keep the stage's progress readable and stdout for
+# results, unless the user asks otherwise.
 os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
 
 
 class VllmEngine:

@@ -12,6 +12,9 @@
    a node; its wrong rollouts join the pool when 0 < MC < 1. The prefix found with MC = 0 and a
    parent with MC > 0 ends at the first error step.
 5. Repeat until the pool is empty or the next estimate would exceed the rollout budget.
+
+Every rollout is also written as a complete solution (a ``complete`` node), so the judge and the
+filter see the solutions the search sampled, labelled by the estimates along their path.
 """
 
 from __future__ import annotations
@@ -70,8 +73,12 @@ class OmegaSearch:
             self.pool.extend(Candidate(node.node_id, i) for i, r in enumerate(node.rollouts) if not r.correct and r.steps)
 
     async def _estimate(self, node: TreeNode) -> None:
+        """k rollouts from ``node``; each finished rollout is also kept as a complete solution of the tree."""
         if not node.rollouts:
             node.rollouts.extend(await self.context.rollouts(node.steps, self.params.rollouts))
+            for rollout in node.rollouts:
+                if rollout.steps:
+                    self.tree.complete(node.steps + rollout.steps, rollout)
             self._offer(node)
 
     def select(self) -> Candidate:
