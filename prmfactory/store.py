@@ -138,6 +138,20 @@ class Run:
             return schema.arrow.empty_table()
         return pa.concat_tables(tables)
 
+    def lookup(self, dataset: str, key: str, value: str) -> dict[Any, Any]:
+        """``{row[key]: row[value]}`` over a dataset, e.g. problems' question_id -> answer."""
+        table = self.read(dataset).select([key, value])
+        return dict(zip(table.column(key).to_pylist(), table.column(value).to_pylist()))
+
+    def rows_by_question(self, dataset: str, columns: Sequence[str], skip: set[str] = frozenset()
+                         ) -> dict[str, list[dict[str, Any]]]:
+        """A dataset's rows (only ``columns``) grouped by question, leaving out the questions in ``skip``."""
+        grouped: dict[str, list[dict[str, Any]]] = {}
+        for row in self.read(dataset).select(["question_id", *columns]).to_pylist():
+            if row["question_id"] not in skip:
+                grouped.setdefault(row["question_id"], []).append(row)
+        return grouped
+
     def stage_configs(self) -> dict[str, Any]:
         if not self.config_path.exists():
             return {}

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+import contextlib
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
 
 from prmfactory.engines.base import Engine
 
@@ -30,3 +31,17 @@ def create_engine(model: str, config: "EngineConfig", seed: int) -> Engine:
     from prmfactory.toy import resolve_model
 
     return ENGINES[config.backend](model=resolve_model(model), seed=seed, **config.model_dump(exclude={"backend"}))
+
+
+@contextlib.asynccontextmanager
+async def open_engine(model: str, config: "EngineConfig", seed: int, report: dict[str, Any]) -> AsyncIterator[Engine]:
+    """An engine for the duration of a stage; its metrics go into ``report["engine"]`` and it is always closed.
+
+    Create it inside the event loop that uses it (the async engine binds to its loop).
+    """
+    engine = create_engine(model, config, seed)
+    try:
+        yield engine
+    finally:
+        report["engine"] = engine.metrics()
+        await engine.close()

@@ -7,9 +7,10 @@ flight at once so the backend can batch them. Engines are created by name from `
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Awaitable, Iterable, Protocol
 
 DEFAULT_SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
 
@@ -126,3 +127,18 @@ def prompt_token_ids(tokenizer, prompt: Prompt) -> list[int]:
     else:
         ids = tokenizer.encode("\n\n".join(m["content"] for m in messages) + "\n\n", add_special_tokens=True)
     return ids + (tokenizer.encode(prompt.prefix, add_special_tokens=False) if prompt.prefix else [])
+
+
+async def run_all(coroutines: Iterable[Awaitable[None]]) -> None:
+    """Await every coroutine concurrently; if one raises, cancel the rest and re-raise.
+
+    Stages run a coroutine per question over one engine; a fatal error (the engine died, the
+    server is gone) must stop them all instead of leaving requests in flight.
+    """
+    tasks = [asyncio.ensure_future(c) for c in coroutines]
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        raise

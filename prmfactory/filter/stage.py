@@ -58,8 +58,7 @@ def _rule(config: FilterConfig):
 
 def collect_paths(run: Run) -> list[PathEvidence]:
     """Every complete solution of the run, with the evidence for each of its steps."""
-    prompts = dict(zip(run.read("problems").column("question_id").to_pylist(),
-                       run.read("problems").column("problem").to_pylist()))
+    prompts = run.lookup("problems", "question_id", "problem")
     by_prefix: dict[tuple[str, tuple[str, ...]], dict[str, Any]] = {}
     leaves = []
     for node in run.read("nodes").select(["question_id", "node_id", "steps", "mc_value", "num_rollouts",

@@ -24,8 +24,8 @@ from typing import Any, Literal, Optional
 from pydantic import Field
 
 from prmfactory.config import EngineConfig, StageConfig, runtime_field
-from prmfactory.engines import create_engine
-from prmfactory.engines.base import Engine, Message, Prompt, SamplingSpec
+from prmfactory.engines import open_engine
+from prmfactory.engines.base import Engine, Message, Prompt, SamplingSpec, run_all
 from prmfactory.errors import UsageError
 from prmfactory.judge.parse import PARSERS, majority
 from prmfactory.judge.render import DEFAULT_TEMPLATES, TOY_TEMPLATE, render
@@ -97,24 +97,14 @@ async def judge_questions(run: Run, solutions: dict[str, list[dict[str, Any]]], 
         progress.advance(**counts)
 
     with stage_progress(f"judge ({config.mode})", len(solutions), quiet=config.quiet) as progress:
-        tasks = [asyncio.ensure_future(question(q, nodes)) for q, nodes in solutions.items()]
-        try:
-            await asyncio.gather(*tasks)
-        except BaseException:
-            for task in tasks:
-                task.cancel()
-            raise
+        await run_all(question(q, nodes) for q, nodes in solutions.items())
         buffer.flush()
     return counts
 
 
 async def _judge_with_engine(run, solutions, problems, config, report) -> None:
-    engine = create_engine(config.judge, config.engine, config.seed)
-    try:
+    async with open_engine(config.judge, config.engine, config.seed, report) as engine:
         report["counts"] = await judge_questions(run, solutions, problems, config, engine)
-    finally:
-        report["engine"] = engine.metrics()
-        await engine.close()
 
 
 def run_judge(run: Run, config: JudgeConfig, *, force: bool = False) -> dict[str, Any]:
@@ -123,16 +113,15 @@ def run_judge(run: Run, config: JudgeConfig, *, force: bool = False) -> dict[str
     template = config.template_text()
     with run.writing(), run.log_to_file("judge"):
         run.begin_stage("judge", config, ["judgements"], force=force)
-        nodes = run.read("nodes")
-        if nodes.num_rows == 0:
+        if not run.shards("nodes"):
             raise UsageError(f"{run.root}: no nodes to judge; run `prmfactory mcts` first")
-        problems = dict(zip(run.read("problems").column("question_id").to_pylist(),
-                            run.read("problems").column("problem").to_pylist()))
+        problems = run.lookup("problems", "question_id", "problem")
         done = run.committed_ids("judgements")
-        solutions: dict[str, list[dict[str, Any]]] = {}
-        for row in nodes.select(["question_id", "node_id", "steps", "complete"]).to_pylist():
-            if row["complete"] and row["steps"] and row["question_id"] not in done:
-                solutions.setdefault(row["question_id"], []).append(row)
+        solutions = {}
+        for qid, rows in run.rows_by_question("nodes", ["node_id", "steps", "complete"], skip=done).items():
+            complete = [r for r in rows if r["complete"] and r["steps"]]
+            if complete:
+                solutions[qid] = complete
         report: dict[str, Any] = {"stage": "judge", "questions": len(solutions), "skipped_done": len(done),
                                   "template_sha256": hashlib.sha256(template.encode()).hexdigest()}
         if solutions:

@@ -22,8 +22,8 @@ from typing import Any
 
 from prmfactory.answers import AnswerChecker
 from prmfactory.config import MctsConfig
-from prmfactory.engines import create_engine
-from prmfactory.engines.base import Engine, SamplingSpec, chat_messages
+from prmfactory.engines import open_engine
+from prmfactory.engines.base import Engine, SamplingSpec, chat_messages, run_all
 from prmfactory.engines.openai import EngineUnavailableError
 from prmfactory.inputs import InputFormat, commit_problems, load_problems
 from prmfactory.progress import stage_progress
@@ -86,13 +86,7 @@ async def search_questions(run: Run, problems: list[dict[str, Any]], config: Mct
         progress.advance(**{k: v for k, v in counts.items() if v})
 
     with stage_progress(f"mcts ({config.strategy})", len(problems), quiet=config.quiet) as progress:
-        tasks = [asyncio.ensure_future(one(p)) for p in problems]
-        try:
-            await asyncio.gather(*tasks)
-        except BaseException:
-            for task in tasks:
-                task.cancel()
-            raise
+        await run_all(one(p) for p in problems)
         buffer.flush()
     return counts
 
@@ -100,12 +94,8 @@ async def search_questions(run: Run, problems: list[dict[str, Any]], config: Mct
 async def _search_with_engine(run: Run, problems: list[dict[str, Any]], config: MctsConfig, checker: AnswerChecker,
                              report: dict[str, Any]) -> None:
     """Create the engine inside the event loop that uses it, search, and always close it."""
-    engine = create_engine(config.policy, config.engine, config.seed)
-    try:
+    async with open_engine(config.policy, config.engine, config.seed, report) as engine:
         report["statuses"] = await search_questions(run, problems, config, engine, checker)
-    finally:
-        report["engine"] = engine.metrics()
-        await engine.close()
 
 
 def run_mcts(run: Run, config: MctsConfig, input_path: Path, *, input_format: InputFormat = "auto",

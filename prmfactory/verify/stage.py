@@ -60,16 +60,12 @@ def run_verify(run: Run, config: VerifyConfig, *, force: bool = False) -> dict[s
     started = time.time()
     with run.writing(), run.log_to_file("verify"):
         run.begin_stage("verify", config, ["verdicts"], force=force)
-        nodes = run.read("nodes")
-        if nodes.num_rows == 0:
+        if not run.shards("nodes"):
             raise UsageError(f"{run.root}: no nodes to verify; run `prmfactory mcts` first")
-        references = dict(zip(run.read("problems").column("question_id").to_pylist(),
-                              run.read("problems").column("answer").to_pylist()))
+        references = run.lookup("problems", "question_id", "answer")
         done = run.committed_ids("verdicts")
-        by_question: dict[str, list[dict]] = {}
-        for row in nodes.select(["question_id", "node_id", "steps", "complete"]).to_pylist():
-            if row["steps"] and row["question_id"] not in done:
-                by_question.setdefault(row["question_id"], []).append(row)
+        by_question = {qid: [r for r in rows if r["steps"]] for qid, rows in
+                       run.rows_by_question("nodes", ["node_id", "steps", "complete"], skip=done).items()}
         counts = {CORRECT: 0, INCORRECT: 0, UNVERIFIABLE: 0}
         cache: dict[str, StepVerdict] = {}
         with StepVerifier(config.seconds_per_claim) as verifier, AnswerChecker(config.answer_timeout_s) as checker, \
