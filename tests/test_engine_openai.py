@@ -51,6 +51,24 @@ def test_request_body_continues_the_prefix_and_counts_tokens():
     assert [c.text for c in completions] == ["x", "xx"] and sum(c.num_tokens for c in completions) == 9
 
 
+def test_greedy_asks_for_one_sample_and_repeats_it():
+    seen = []
+
+    def handler(request):
+        seen.append(json.loads(request.content))
+        return httpx.Response(200, json=reply(1))
+
+    async def go():
+        engine = engine_with(handler)
+        try:
+            return await engine.generate(PROMPT, SamplingSpec(n=3, temperature=0.0))
+        finally:
+            await engine.close()
+
+    completions = asyncio.run(go())
+    assert seen[0]["n"] == 1 and [c.text for c in completions] == ["x", "x", "x"]
+
+
 def test_transient_errors_are_retried_with_backoff():
     answers = iter([httpx.Response(503, text="busy"), httpx.Response(429, text="slow down"),
                     httpx.Response(200, json=reply(1))])

@@ -37,6 +37,16 @@ class SamplingSpec:
     max_tokens: int = 512
     stop: tuple[str, ...] = ()
 
+    @property
+    def distinct_samples(self) -> int:
+        """Samples worth requesting: greedy decoding (temperature 0) gives one answer however many are asked."""
+        return 1 if self.temperature == 0 else self.n
+
+
+def replicate(completions: list["Completion"], spec: SamplingSpec) -> list["Completion"]:
+    """``spec.n`` completions from the distinct ones (greedy: the one completion, ``n`` times)."""
+    return completions if len(completions) == spec.n else completions * spec.n
+
 
 @dataclass(frozen=True)
 class Completion:

@@ -18,7 +18,7 @@ import os
 import random
 from typing import Any
 
-from prmfactory.engines.base import Completion, EngineStats, Prompt, SamplingSpec
+from prmfactory.engines.base import Completion, EngineStats, Prompt, SamplingSpec, replicate
 from prmfactory.errors import PrmfactoryError
 
 
@@ -43,7 +43,7 @@ class OpenAIEngine:
 
     def _body(self, prompt: Prompt, spec: SamplingSpec) -> dict[str, Any]:
         messages = [{"role": m.role, "content": m.content} for m in prompt.messages]
-        body: dict[str, Any] = {"model": self.model, "messages": messages, "n": spec.n,
+        body: dict[str, Any] = {"model": self.model, "messages": messages, "n": spec.distinct_samples,
                                 "temperature": spec.temperature, "top_p": spec.top_p, "max_tokens": spec.max_tokens}
         if spec.stop:
             body.update(stop=list(spec.stop), include_stop_str_in_output=True)
@@ -84,8 +84,8 @@ class OpenAIEngine:
                 texts = [c["message"]["content"] or "" for c in choices]
                 tokens = int((data.get("usage") or {}).get("completion_tokens") or 0)
                 chars = sum(len(t) for t in texts) or 1
-                return [Completion(t, round(tokens * len(t) / chars), c.get("finish_reason"))
-                        for t, c in zip(texts, choices)]
+                return replicate([Completion(t, round(tokens * len(t) / chars), c.get("finish_reason"))
+                                  for t, c in zip(texts, choices)], spec)
             finally:
                 self.stats.end(spec.n, tokens)
 

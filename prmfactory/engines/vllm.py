@@ -13,7 +13,7 @@ import itertools
 import os
 from typing import Any
 
-from prmfactory.engines.base import Completion, EngineStats, Prompt, SamplingSpec, prompt_token_ids
+from prmfactory.engines.base import Completion, EngineStats, Prompt, SamplingSpec, prompt_token_ids, replicate
 from prmfactory.errors import PrmfactoryError
 
 
@@ -59,7 +59,7 @@ class VllmEngine:
         room = self.max_model_len - len(ids)
         if room <= 0:
             raise PrmfactoryError(f"prompt of {len(ids)} tokens leaves no room in max_model_len {self.max_model_len}")
-        params = SamplingParams(n=spec.n, temperature=spec.temperature, top_p=spec.top_p,
+        params = SamplingParams(n=spec.distinct_samples, temperature=spec.temperature, top_p=spec.top_p,
                                 max_tokens=min(spec.max_tokens, room), stop=list(spec.stop) or None,
                                 include_stop_str_in_output=bool(spec.stop), output_kind=RequestOutputKind.FINAL_ONLY)
         self.stats.begin(spec.n)
@@ -73,7 +73,7 @@ class VllmEngine:
             completions = [Completion(o.text, len(o.token_ids), o.finish_reason)
                            for o in sorted(final.outputs, key=lambda o: o.index)]
             tokens = sum(c.num_tokens for c in completions)
-            return completions
+            return replicate(completions, spec)
         finally:
             self.stats.end(spec.n, tokens)
 
