@@ -23,11 +23,6 @@ class StageProgress:
             info = "  ".join(f"{k}={v}" for k, v in counters.items())
             self._progress.update(self._task, advance=step, info=info)
 
-    def add_total(self, extra: int) -> None:
-        if self._progress is not None and self._task is not None:
-            task = self._progress.tasks[self._task]
-            self._progress.update(self._task, total=(task.total or 0) + extra)
-
 
 @contextlib.contextmanager
 def stage_progress(description: str, total: int | None, *, quiet: bool = False) -> Iterator[StageProgress]:
