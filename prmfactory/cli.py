@@ -216,13 +216,48 @@ def filter_(
 
 @app.command(name="train-prm")
 @handled
-def train_prm(quiet: opt.QuietOpt = False) -> None:
+def train_prm(
+    data: Annotated[Path, typer.Option(help="Run folder (its steps/) or Parquet shards in TRL's stepwise format.", exists=True)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the trained PRM.")],
+    kind: Annotated[Optional[str], typer.Option(help="discriminative (token classification) or generative (critique).")] = None,
+    base: Annotated[Optional[str], typer.Option(help="Base model id or local path (`toy` for the toy policy).")] = None,
+    soft_labels: Annotated[Optional[bool], typer.Option("--soft-labels/--hard-labels", help="Discriminative: BCE on MC values or cross-entropy on hard labels.")] = None,
+    last_step_only: Annotated[Optional[bool], typer.Option("--last-step-only/--all-steps", help="Discriminative: train on the last step's label only.")] = None,
+    max_length: Annotated[Optional[int], typer.Option(help="Longest tokenized example.")] = None,
+    learning_rate: Annotated[Optional[float], typer.Option(help="Peak learning rate.")] = None,
+    epochs: Annotated[Optional[float], typer.Option(help="Passes over the data.")] = None,
+    max_steps: Annotated[Optional[int], typer.Option(help="Optimizer steps (overrides --epochs).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Examples per optimizer step.")] = None,
+    lora_r: Annotated[Optional[int], typer.Option(help="LoRA rank (0: full fine-tuning).")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="torch threads.")] = None,
+    config: opt.ConfigOpt = None,
+    seed: opt.SeedOpt = None,
+    quiet: opt.QuietOpt = False,
+) -> None:
     """Train a discriminative or generative PRM on stepwise shards."""
-    _not_built("train-prm", 7)
+    from prmfactory.config import build_config
+    from prmfactory.train.stage import TrainPrmConfig, run_train_prm
+
+    flags = dict(kind=kind, base=base, soft_labels=soft_labels, last_step_only=last_step_only, max_length=max_length,
+                 learning_rate=learning_rate, epochs=epochs, max_steps=max_steps, batch_size=batch_size, lora_r=lora_r,
+                 threads=threads, seed=seed, quiet=quiet or None)
+    report = run_train_prm(build_config(TrainPrmConfig, "train_prm", config, flags), data, output)
+    print(json.dumps({k: v for k, v in report.items() if k != "stage"}, indent=1))
+    print(f"PRM saved in {output} (model card: {output / 'README.md'})")
 
 
 eval_app = typer.Typer(help="Evaluate a PRM on ProcessBench or by Best-of-N reranking.", no_args_is_help=True)
 app.add_typer(eval_app, name="eval")
+
+
+PrmOpt = Annotated[Optional[Path], typer.Option(help="A trained PRM folder (from `prmfactory train-prm`).", exists=True, file_okay=False)]
+BackendOpt = Annotated[str, typer.Option(help="PRM scorer: transformers, or vllm (discriminative PRMs).")]
+
+
+def _load_prm(path: Path, backend: str):
+    from prmfactory.prm import PRM
+
+    return PRM.from_pretrained(path, backend=backend)
 
 
 @eval_app.command("processbench")
@@ -230,29 +265,86 @@ app.add_typer(eval_app, name="eval")
 def eval_processbench(
     data: Annotated[Path, typer.Option(help="ProcessBench file or folder (one split per file).", exists=True)],
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for metrics.json, metrics.md, metrics.png.")],
-    prm: Annotated[Optional[Path], typer.Option(help="A trained PRM folder.")] = None,
+    prm: PrmOpt = None,
     predictions: Annotated[Optional[Path], typer.Option(help="JSONL of {id, step_scores} or {id, prediction}.", exists=True, dir_okay=False)] = None,
     threshold: Annotated[float, typer.Option(help="A step scored below it is the predicted first error.")] = 0.5,
+    backend: BackendOpt = "transformers",
+    quiet: opt.QuietOpt = False,
 ) -> None:
     """The ProcessBench protocol: per split accuracy on erroneous and correct samples, F1, average F1."""
     from prmfactory.errors import UsageError
-    from prmfactory.eval.processbench import load_splits, markdown_table, metrics, read_predictions, write_results
+    from prmfactory.eval.processbench import load_splits, markdown_table, metrics, read_predictions, score_splits, write_results
 
     if (prm is None) == (predictions is None):
         raise UsageError("give exactly one of --prm DIR or --predictions FILE")
+    splits = load_splits(data)
     if prm is not None:
-        _not_built("eval processbench --prm", 7)
-    result = metrics(load_splits(data), read_predictions(predictions, threshold))
-    write_results(result, output, f"ProcessBench: {predictions.name}")
+        from prmfactory.prm import record_eval
+
+        scored = score_splits(_load_prm(prm, backend), splits, output, threshold, quiet=quiet)
+        result = metrics(splits, scored)
+        record_eval(prm, f"processbench:{data.name}", {"average_f1": result["average_f1"], **{
+            f"{name}_f1": split["f1"] for name, split in result["splits"].items()}})
+        title = f"ProcessBench: {prm.name}"
+    else:
+        result = metrics(splits, read_predictions(predictions, threshold))
+        title = f"ProcessBench: {predictions.name}"
+    write_results(result, output, title)
     print(markdown_table(result), end="")
     print(f"results in {output}")
 
 
 @eval_app.command("bon")
 @handled
-def eval_bon() -> None:
+def eval_bon(
+    prm: Annotated[Path, typer.Option(help="A trained PRM folder (from `prmfactory train-prm`).", exists=True, file_okay=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for bon.json, bon.md, bon.png and candidates.jsonl.")],
+    input: Annotated[Optional[Path], typer.Option("--input", "-i", help="Problems JSONL (with reference answers).", exists=True, dir_okay=False)] = None,
+    candidates: Annotated[Optional[Path], typer.Option(help="candidates.jsonl of an earlier bon run: rerank it instead of sampling.", exists=True, dir_okay=False)] = None,
+    samples: Annotated[int, typer.Option(min=1, help="N: solutions sampled per problem.")] = 16,
+    policy: Annotated[str, typer.Option(help="Policy model id or local path (`toy` for the toy policy).")] = "toy",
+    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 0.8,
+    max_new_tokens: Annotated[int, typer.Option(help="Longest solution in tokens.")] = 512,
+    backend: BackendOpt = "transformers",
+    input_format: opt.FormatOpt = "auto",
+    limit: opt.LimitOpt = None,
+    seed: Annotated[int, typer.Option(help="Engine seed.")] = 0,
+    quiet: opt.QuietOpt = False,
+) -> None:
     """Best-of-N reranking with a PRM against majority vote and pass@N."""
-    _not_built("eval bon", 7)
+    from prmfactory.errors import UsageError
+    from prmfactory.eval.best_of_n import bon_metrics, markdown_table, read_candidates, write_candidates, write_results
+    from prmfactory.prm import record_eval, score_with_progress
+
+    if (input is None) == (candidates is None):
+        raise UsageError("give exactly one of --input PROBLEMS or --candidates FILE")
+    if candidates is not None:
+        problems, sampled = read_candidates(candidates)
+    else:
+        from prmfactory.eval.sampling import sample_candidates
+        from prmfactory.inputs import load_problems
+        from prmfactory.prm import PRMMeta
+
+        _check_format(input_format)
+        problems, _ = load_problems(input, input_format, skip_invalid=False)
+        sampled, _ = sample_candidates(problems[:limit], policy=policy, samples=samples, temperature=temperature,
+                                       max_tokens=max_new_tokens, seed=seed,
+                                       segmentation=PRMMeta.load(prm).segmentation, quiet=quiet)
+    problems, sampled = problems[:limit], sampled[:limit]
+    model = _load_prm(prm, backend)
+    flat = score_with_progress(model, [(p["problem"], c.steps) for p, group in zip(problems, sampled) for c in group],
+                               quiet=quiet)
+    scores, position = [], 0
+    for group in sampled:
+        scores.append(flat[position:position + len(group)])
+        position += len(group)
+    result = bon_metrics(sampled, scores)
+    write_candidates(output / "candidates.jsonl", problems, sampled, scores)
+    write_results(result, output, f"Best-of-N: {prm.name}")
+    n = result["samples"]
+    record_eval(prm, f"best_of_{n}", {method: curve[n] for method, curve in result["curves"].items()})
+    print(markdown_table(result), end="")
+    print(f"results in {output}")
 
 
 @app.command()
@@ -389,6 +481,39 @@ def toy_problems(
     output.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(output, "".join(json.dumps(r) + "\n" for r in rows))
     print(f"wrote {len(rows)} {split} problems to {output}")
+
+
+@toy_app.command("processbench")
+@handled
+def toy_processbench(
+    n: Annotated[int, typer.Option("--n", min=1, help="How many solutions (one per problem).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="JSONL file of ProcessBench records to write.")],
+    split: Annotated[str, typer.Option(help="Problems from the train or test split.")] = "test",
+    policy: Annotated[str, typer.Option(help="Policy that writes the solutions.")] = "toy",
+    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Problem generator and engine seed.")] = 0,
+    quiet: opt.QuietOpt = False,
+) -> None:
+    """Policy solutions to toy problems labelled by the oracle, as a ProcessBench split (id, problem, steps, label)."""
+    from prmfactory.errors import UsageError
+    from prmfactory.eval.sampling import sample_candidates
+    from prmfactory.store import atomic_write_text
+    from prmfactory.toy.oracle import first_error
+    from prmfactory.toy.problems import generate, to_input_row
+
+    if split not in ("train", "test"):
+        raise UsageError(f"--split: expected train or test, got {split!r}")
+    problems = generate(n, split, seed)
+    rows = [to_input_row(p) for p in problems]
+    candidates, _ = sample_candidates(rows, policy=policy, samples=1, temperature=temperature, max_tokens=300,
+                                      seed=seed, quiet=quiet)
+    records = [{"id": row["id"], "problem": row["problem"], "steps": group[0].steps,
+                "label": first_error(problem, group[0].steps), "final_answer_correct": group[0].correct}
+               for problem, row, group in zip(problems, rows, candidates)]
+    output.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(output, "".join(json.dumps(r) + "\n" for r in records))
+    wrong = sum(r["label"] != -1 for r in records)
+    print(f"wrote {len(records)} solutions to {output} ({wrong} with an error, {len(records) - wrong} all right)")
 
 
 @toy_app.command("build")

@@ -81,6 +81,27 @@ def read_predictions(path: Path, threshold: float = 0.5) -> dict[Any, int]:
     return predictions
 
 
+def score_splits(prm, splits: Mapping[str, Sequence[dict[str, Any]]], output: Path, threshold: float = 0.5,
+                 *, quiet: bool = False) -> dict[Any, int]:
+    """Score every record with a PRM; write ``predictions.jsonl`` (id, split, step_scores, prediction)."""
+    from prmfactory.prm import score_with_progress
+    from prmfactory.store import atomic_write_text
+
+    records = [(name, r) for name, split in splits.items() for r in split]
+    for name, record in records:
+        if not isinstance(record.get("problem"), str):
+            raise UsageError(f"split {name}: record {record['id']!r}: field 'problem': missing or not a string")
+    scores = score_with_progress(prm, [(r["problem"], r["steps"]) for _, r in records], quiet=quiet)
+    lines, predictions = [], {}
+    for (name, record), step_scores in zip(records, scores):
+        predictions[record["id"]] = first_below(step_scores, threshold)
+        lines.append(json.dumps({"id": record["id"], "split": name, "step_scores": step_scores,
+                                 "prediction": predictions[record["id"]]}))
+    output.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(output / "predictions.jsonl", "\n".join(lines) + "\n")
+    return predictions
+
+
 def markdown_table(result: Mapping[str, Any]) -> str:
     lines = ["| split | n | acc_err | acc_cor | F1 |", "|---|---:|---:|---:|---:|"]
     for name, split in result["splits"].items():

@@ -1,0 +1,116 @@
+"""Best-of-N reranking: the PRM picks one of N sampled solutions; compared with majority vote and pass@N.
+
+For each n in 1, 2, 4, … N (the first n candidates of every problem): ``pass@n`` (any candidate is
+right — the ceiling), ``majority@n`` (self-consistency, Wang et al. 2023, arXiv:2203.11171: the most
+frequent extracted answer, ties to the earliest) and ``prm_<agg>@n`` for each aggregation of the
+step scores (min / last / prod / mean), as in Lightman et al. 2023 (arXiv:2305.20050).
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from prmfactory.eval.sampling import Candidate
+from prmfactory.prm import AGGREGATIONS, aggregate
+
+
+def majority_correct(candidates: Sequence[Candidate]) -> bool:
+    """Whether the most frequent answer (whitespace-insensitive; ties to the earliest) is right."""
+    keyed = [("".join(c.answer.split()), c) for c in candidates if c.answer is not None]
+    if not keyed:
+        return False
+    counts = collections.Counter(key for key, _ in keyed)
+    top = max(counts.values())
+    return next(c.correct for key, c in keyed if counts[key] == top)
+
+
+def sizes(samples: int) -> list[int]:
+    """1, 2, 4, … up to and including ``samples``."""
+    result = [1]
+    while result[-1] * 2 < samples:
+        result.append(result[-1] * 2)
+    return sorted(set(result + [samples]))
+
+
+def bon_metrics(candidates: Sequence[Sequence[Candidate]], scores: Sequence[Sequence[Sequence[float]]]) -> dict[str, Any]:
+    """Accuracy of every method at every n, over the problems."""
+    samples = min(len(c) for c in candidates)
+    curves: dict[str, dict[int, float]] = collections.defaultdict(dict)
+    for n in sizes(samples):
+        hits: dict[str, int] = collections.Counter()
+        for problem_candidates, problem_scores in zip(candidates, scores):
+            first = problem_candidates[:n]
+            hits["pass"] += any(c.correct for c in first)
+            hits["majority"] += majority_correct(first)
+            for how in AGGREGATIONS:
+                values = [aggregate(s, how) for s in problem_scores[:n]]
+                hits[f"prm_{how}"] += first[values.index(max(values))].correct
+        for method, count in hits.items():
+            curves[method][n] = round(count / len(candidates), 4)
+    return {"problems": len(candidates), "samples": samples, "curves": dict(curves)}
+
+
+def markdown_table(result: Mapping[str, Any]) -> str:
+    ns = sizes(result["samples"])
+    lines = ["| method | " + " | ".join(f"@{n}" for n in ns) + " |", "|---|" + "---:|" * len(ns)]
+    for method, curve in result["curves"].items():
+        lines.append(f"| {method} | " + " | ".join(f"{curve[n]:.3f}" for n in ns) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_results(result: Mapping[str, Any], output: Path, title: str) -> None:
+    """bon.json, bon.md and bon.png (accuracy against n for every method)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from prmfactory.store import atomic_write_text
+
+    output.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(output / "bon.json", json.dumps(result, indent=1))
+    atomic_write_text(output / "bon.md", f"# {title}\n\n{result['problems']} problems\n\n" + markdown_table(result))
+    figure, axis = plt.subplots(figsize=(5, 3.4))
+    for method, curve in result["curves"].items():
+        ns = sorted(curve)
+        axis.plot(ns, [curve[n] for n in ns], marker="o", label=method, linestyle="--" if method == "pass" else "-")
+    axis.set_xscale("log", base=2)
+    axis.set_xlabel("N (samples per problem)")
+    axis.set_ylabel("accuracy")
+    axis.set_title(title, fontsize=9)
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(output / "bon.png", dpi=120)
+    plt.close(figure)
+
+
+def write_candidates(path: Path, problems: Sequence[Mapping[str, Any]], candidates: Sequence[Sequence[Candidate]],
+                     scores: Sequence[Sequence[Sequence[float]]] | None = None) -> None:
+    """JSONL, one problem per line: its id, reference answer and candidates (with step scores when given)."""
+    from prmfactory.store import atomic_write_text
+
+    lines = []
+    for index, (problem, group) in enumerate(zip(problems, candidates)):
+        items = [c.to_json() | ({"step_scores": scores[index][j]} if scores else {}) for j, c in enumerate(group)]
+        lines.append(json.dumps({"id": problem["question_id"], "problem": problem["problem"],
+                                 "answer": problem["answer"], "candidates": items}))
+    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def read_candidates(path: Path) -> tuple[list[dict[str, Any]], list[list[Candidate]]]:
+    """Problems and candidates from a file :func:`write_candidates` wrote (to rerank them with another PRM)."""
+    from prmfactory.errors import UsageError
+    from prmfactory.inputs import jsonl_records
+
+    problems, candidates = [], []
+    for where, record in jsonl_records(path):
+        try:
+            group = [Candidate(c["text"], c["steps"], c["answer"], c["correct"]) for c in record["candidates"]]
+            problems.append({"question_id": record["id"], "problem": record["problem"], "answer": record["answer"]})
+        except (KeyError, TypeError) as exc:
+            raise UsageError(f"{where}: not a candidates line ({exc})") from exc
+        candidates.append(group)
+    return problems, candidates

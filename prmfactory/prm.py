@@ -1,0 +1,245 @@
+"""``PRM.from_pretrained(path).score(problem, steps)``: step scores from a model train-prm saved.
+
+A PRM folder holds the model, its tokenizer, ``prm.json`` (kind, step segmentation, max length,
+lineage) and a model card. Scorers are chosen by name from :data:`SCORERS`:
+
+* ``transformers`` — discriminative (token classification) and generative (critique) PRMs, in process.
+* ``vllm`` — discriminative PRMs through vLLM's pooling runner (``token_classify``); any
+  architecture vLLM maps from ``*ForTokenClassification`` works (Llama and Qwen2 are tested).
+
+Both read the scores at the positions :mod:`prmfactory.train.formats` computes, so training and
+every scorer agree on where a step's score is. A step cut off by the length limit scores NaN.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal, Sequence
+
+from prmfactory.errors import UsageError
+from prmfactory.steps import Segmenter
+
+META_FILE = "prm.json"
+Kind = Literal["discriminative", "generative"]
+Item = tuple[str, Sequence[str]]
+
+
+@dataclass
+class PRMMeta:
+    """What ``prm.json`` records about a trained PRM."""
+
+    kind: Kind
+    segmentation: str = "blank_line"
+    max_length: int = 1024
+    base: str = ""
+    lineage: dict[str, Any] = field(default_factory=dict)
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    evals: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path) -> "PRMMeta":
+        meta_path = Path(path) / META_FILE
+        if not meta_path.is_file():
+            raise UsageError(f"{path}: not a PRM folder (no {META_FILE}; train one with `prmfactory train-prm`)")
+        try:
+            return cls(**json.loads(meta_path.read_text(encoding="utf-8")))
+        except (TypeError, json.JSONDecodeError) as exc:
+            raise UsageError(f"{meta_path}: invalid PRM metadata: {exc}") from exc
+
+    def save(self, path: Path) -> None:
+        from dataclasses import asdict
+
+        from prmfactory.store import atomic_write_text
+
+        atomic_write_text(Path(path) / META_FILE, json.dumps(asdict(self), indent=1))
+
+
+def aggregate(scores: Sequence[float], how: str) -> float:
+    """One solution score from its step scores: ``min``, ``last``, ``prod`` or ``mean`` (NaN steps skipped; none → 0)."""
+    known = [s for s in scores if not math.isnan(s)]
+    if not known:
+        return 0.0
+    return AGGREGATIONS[how](known)
+
+
+AGGREGATIONS: dict[str, Callable[[list[float]], float]] = {
+    "min": min, "last": lambda s: s[-1], "prod": math.prod, "mean": lambda s: sum(s) / len(s)}
+
+
+def _nan_padded(scores: list[float], total: int) -> list[float]:
+    return scores + [math.nan] * (total - len(scores))
+
+
+class DiscriminativeTransformers:
+    """Token-classification PRM in process: P(class 1) at each step's label position."""
+
+    def __init__(self, path: Path, meta: PRMMeta, batch_size: int = 16):
+        from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+        from prmfactory.train.formats import StepEncoder
+
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        self.encoder = StepEncoder(tokenizer, Segmenter(meta.segmentation).separator, meta.max_length)
+        self.model = AutoModelForTokenClassification.from_pretrained(path).eval()
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.batch_size = batch_size
+
+    def score_batch(self, items: Sequence[Item]) -> list[list[float]]:
+        import torch
+
+        from prmfactory.train.discriminative import PadCollator
+
+        encoded = [self.encoder.encode(problem, steps) for problem, steps in items]
+        results = []
+        for start in range(0, len(encoded), self.batch_size):
+            chunk = encoded[start:start + self.batch_size]
+            batch = PadCollator(self.pad_id)([{"input_ids": e.input_ids} for e in chunk])
+            with torch.inference_mode():
+                probs = torch.softmax(self.model(**batch).logits.float(), dim=-1)[..., 1]
+            results += [_nan_padded(probs[row, e.label_positions].tolist(), e.steps_total) for row, e in enumerate(chunk)]
+        return results
+
+
+class DiscriminativeVllm:
+    """Token-classification PRM through vLLM's pooling runner (softmax rows at every token)."""
+
+    def __init__(self, path: Path, meta: PRMMeta, kv_cache_gib: float = 0.5):
+        from transformers import AutoTokenizer
+        from vllm import LLM
+
+        from prmfactory.train.formats import StepEncoder
+
+        self.encoder = StepEncoder(AutoTokenizer.from_pretrained(path), Segmenter(meta.segmentation).separator,
+                                   meta.max_length)
+        self.llm = LLM(model=str(path), runner="pooling", dtype="float32", max_model_len=meta.max_length,
+                       enforce_eager=True, kv_cache_memory_bytes=int(kv_cache_gib * 2**30))
+
+    def score_batch(self, items: Sequence[Item]) -> list[list[float]]:
+        encoded = [self.encoder.encode(problem, steps) for problem, steps in items]
+        outputs = self.llm.encode([{"prompt_token_ids": e.input_ids} for e in encoded],
+                                  pooling_task="token_classify", use_tqdm=False)
+        return [_nan_padded(out.outputs.data[e.label_positions, 1].tolist(), e.steps_total)
+                for out, e in zip(outputs, encoded)]
+
+
+class GenerativeTransformers:
+    """Critique PRM in process: writes each step's verification, then reads P(correct) at the verdict.
+
+    ``samples`` > 1 samples the verifications (temperature 0.7) and averages the step scores.
+    """
+
+    def __init__(self, path: Path, meta: PRMMeta, samples: int = 1, max_verification_tokens: int = 64):
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from prmfactory.train.formats import CritiqueEncoder
+
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.encoder = CritiqueEncoder(self.tokenizer, meta.max_length)
+        self.model = AutoModelForCausalLM.from_pretrained(path).eval()
+        self.samples = samples
+        self.max_verification_tokens = max_verification_tokens
+
+    def _verdict_stop(self):
+        from transformers import StoppingCriteria
+
+        tail = self.encoder.boxed_ids
+
+        class EndsWithBoxed(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kwargs):
+                import torch
+
+                return torch.tensor([row[-len(tail):].tolist() == tail for row in input_ids])
+
+        return EndsWithBoxed()
+
+    def _transcript_scores(self, problem: str, steps: Sequence[str], sample: bool) -> list[float]:
+        import torch
+
+        ids = self.encoder.prompt_ids(problem, steps)
+        tokens = [self.encoder.verdict_token(True), self.encoder.verdict_token(False)]
+        scores: list[float] = []
+        for index in range(len(steps)):
+            ids = ids + self.encoder.header_ids(index)
+            if len(ids) + self.max_verification_tokens + 4 > self.encoder.max_length:
+                break
+            with torch.inference_mode():
+                out = self.model.generate(torch.tensor([ids]), max_new_tokens=self.max_verification_tokens,
+                                          do_sample=sample, temperature=0.7 if sample else None, top_p=None, top_k=None,
+                                          stopping_criteria=[self._verdict_stop()],
+                                          pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id)
+                ids = out[0].tolist()
+                if ids[-len(self.encoder.boxed_ids):] != self.encoder.boxed_ids:
+                    ids += self.encoder.boxed_ids
+                logits = self.model(torch.tensor([ids])).logits[0, -1, tokens].float()
+            p_correct = torch.softmax(logits, dim=-1)[0].item()
+            scores.append(p_correct)
+            ids += self.encoder.verdict_ids[p_correct >= 0.5]
+        return _nan_padded(scores, len(steps))
+
+    def score_batch(self, items: Sequence[Item]) -> list[list[float]]:
+        results = []
+        for problem, steps in items:
+            runs = [self._transcript_scores(problem, steps, sample=self.samples > 1) for _ in range(self.samples)]
+            results.append([sum(column) / len(column) for column in zip(*runs)] if steps else [])
+        return results
+
+
+SCORERS: dict[tuple[str, str], Callable[..., Any]] = {
+    ("discriminative", "transformers"): DiscriminativeTransformers,
+    ("discriminative", "vllm"): DiscriminativeVllm,
+    ("generative", "transformers"): GenerativeTransformers,
+}
+
+
+class PRM:
+    """A trained process reward model: one score in [0, 1] per step (P(step is correct))."""
+
+    def __init__(self, path: Path, meta: PRMMeta, scorer):
+        self.path, self.meta, self.scorer = path, meta, scorer
+        self.segmenter = Segmenter(meta.segmentation)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, backend: str = "transformers", **options) -> "PRM":
+        path = Path(path)
+        meta = PRMMeta.load(path)
+        factory = SCORERS.get((meta.kind, backend))
+        if factory is None:
+            supported = ", ".join(b for k, b in SCORERS if k == meta.kind)
+            raise UsageError(f"a {meta.kind} PRM cannot be scored with backend {backend!r} (supported: {supported})")
+        return cls(path, meta, factory(path, meta, **options))
+
+    def score(self, problem: str, steps: Sequence[str]) -> list[float]:
+        return self.score_batch([(problem, steps)])[0]
+
+    def score_batch(self, items: Sequence[Item]) -> list[list[float]]:
+        return self.scorer.score_batch(items)
+
+    def split(self, response: str) -> list[str]:
+        """A response split into steps with the separator the PRM was trained with."""
+        return self.segmenter.split(response)
+
+
+def score_with_progress(prm: PRM, items: Sequence[Item], *, quiet: bool = False, chunk: int = 64) -> list[list[float]]:
+    """``prm.score_batch`` over many solutions, in chunks, with a progress bar."""
+    from prmfactory.progress import stage_progress
+
+    scores: list[list[float]] = []
+    with stage_progress("scoring steps", len(items), quiet=quiet) as bar:
+        for start in range(0, len(items), chunk):
+            scores += prm.score_batch(items[start:start + chunk])
+            bar.advance(min(chunk, len(items) - start))
+    return scores
+
+
+def record_eval(path: Path, name: str, numbers: dict[str, Any]) -> None:
+    """Add an evaluation's headline numbers to the PRM's ``prm.json`` and re-render its model card."""
+    from prmfactory.train.card import write_model_card
+
+    meta = PRMMeta.load(path)
+    meta.evals[name] = numbers
+    meta.save(path)
+    write_model_card(path, meta)

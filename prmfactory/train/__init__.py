@@ -1,0 +1,1 @@
+"""train-prm: discriminative (token classification) and generative (critique) process reward models."""

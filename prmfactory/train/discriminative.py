@@ -1,0 +1,101 @@
+"""Discriminative PRM: a token-classification head read at each step separator.
+
+Written here because stable TRL no longer has a process-supervision trainer (PRMTrainer was
+removed after TRL 1.13), and its ``int()`` cast of labels made soft labels impossible. The config
+and trainer keep TRL's shape: a dataclass over ``TrainingArguments`` and a ``Trainer`` subclass that
+accepts TRL's stepwise format ``{prompt, completions, labels}`` as is.
+
+Loss: cross-entropy against a soft target at each labelled position, ``-(t log p1 + (1-t) log p0)``.
+With hard labels (t ∈ {0, 1}) this is ordinary cross-entropy; with soft labels (t = the MC value)
+it is the BCE of the Math-Shepherd / OmegaPRM soft-label recipe. The score of a step is the
+softmax probability of class 1 at its label position (the Qwen2.5-Math-PRM convention).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from transformers import Trainer, TrainingArguments
+
+from prmfactory.train.formats import IGNORE_INDEX, StepEncoder
+
+
+@dataclass
+class PRMConfig(TrainingArguments):
+    """``TrainingArguments`` plus the data layout of a discriminative PRM."""
+
+    max_length: int = field(default=1024, metadata={"help": "Longest tokenized solution; whole steps beyond it are dropped and counted."})
+    step_separator: str = field(default="\n\n", metadata={"help": "Text after each step; its last token carries the step's label."})
+    soft_labels: bool = field(default=False, metadata={"help": "Train on the `soft_labels` column (MC values) instead of `labels`."})
+    train_on_last_step_only: bool = field(default=False, metadata={"help": "Use only the last kept step's label."})
+
+
+def step_loss(logits, labels):
+    """Soft-target cross-entropy over the labelled positions (labels are floats, IGNORE_INDEX elsewhere)."""
+    import torch
+
+    mask = labels != IGNORE_INDEX
+    log_probs = torch.log_softmax(logits[mask].float(), dim=-1)
+    target = labels[mask].float()
+    return -(target * log_probs[:, 1] + (1 - target) * log_probs[:, 0]).mean()
+
+
+def tokenize_stepwise(dataset, encoder: StepEncoder, *, soft_labels: bool, last_step_only: bool):
+    """TRL stepwise rows → ``input_ids`` and per-token targets; returns the dataset and truncation counts."""
+    column = "soft_labels" if soft_labels else "labels"
+    if column not in dataset.column_names:
+        raise ValueError(f"the training data has no {column!r} column")
+    counts = {"rows": len(dataset), "rows_truncated": 0, "rows_dropped_too_long": 0, "steps_dropped": 0}
+    rows: dict[str, list[Any]] = {"input_ids": [], "labels": []}
+    for prompt, completions, targets in zip(dataset["prompt"], dataset["completions"], dataset[column]):
+        encoded = encoder.encode(prompt, completions)
+        counts["steps_dropped"] += encoded.steps_total - encoded.steps_kept
+        if not encoded.steps_kept:
+            counts["rows_dropped_too_long"] += 1
+            continue
+        counts["rows_truncated"] += encoded.truncated
+        rows["input_ids"].append(encoded.input_ids)
+        rows["labels"].append(encoder.labelled(encoded, [float(t) for t in targets], last_step_only))
+    from datasets import Dataset
+
+    return Dataset.from_dict(rows), counts
+
+
+class PadCollator:
+    """Right-pads ``input_ids`` (pad id) and ``labels`` (IGNORE_INDEX) and builds the attention mask."""
+
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        width = max(len(f["input_ids"]) for f in features)
+        ids = [f["input_ids"] + [self.pad_id] * (width - len(f["input_ids"])) for f in features]
+        mask = [[1] * len(f["input_ids"]) + [0] * (width - len(f["input_ids"])) for f in features]
+        batch = {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask)}
+        if "labels" in features[0]:
+            batch["labels"] = torch.tensor([f["labels"] + [float(IGNORE_INDEX)] * (width - len(f["labels"]))
+                                            for f in features])
+        return batch
+
+
+class PRMTrainer(Trainer):
+    """Trains a token-classification PRM on TRL's stepwise format (hard or soft labels)."""
+
+    def __init__(self, model, args: PRMConfig, train_dataset, processing_class, **kwargs):
+        encoder = StepEncoder(processing_class, args.step_separator, args.max_length)
+        tokenized, self.data_counts = tokenize_stepwise(train_dataset, encoder, soft_labels=args.soft_labels,
+                                                        last_step_only=args.train_on_last_step_only)
+        if not len(tokenized):
+            raise ValueError(f"no training row fits in max_length={args.max_length}")
+        pad_id = processing_class.pad_token_id if processing_class.pad_token_id is not None else processing_class.eos_token_id
+        super().__init__(model=model, args=args, train_dataset=tokenized, processing_class=processing_class,
+                         data_collator=PadCollator(pad_id), **kwargs)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels = inputs.pop("labels")
+        outputs = model(**inputs)
+        loss = step_loss(outputs.logits, labels)
+        return (loss, outputs) if return_outputs else loss

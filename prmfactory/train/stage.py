@@ -1,0 +1,248 @@
+"""train-prm: a PRM trained on the filter stage's stepwise rows, saved with ``prm.json`` and a model card.
+
+Input: a run folder (its ``steps/`` shards, plus ``verdicts/`` for the generative critiques) or
+Parquet shards in TRL's stepwise format (``prompt``, ``completions``, ``labels``; ``soft_labels``
+for soft-label training). Output folder: the model and tokenizer, ``prm.json``,
+``train_config.yaml`` (the effective config), ``log.txt`` and ``README.md`` (the model card).
+
+References: Math-Shepherd (Wang et al. 2024, arXiv:2312.08935) for token-classification PRMs with
+hard and soft labels; Qwen2.5-Math-PRM (Zhang et al. 2025, arXiv:2501.07301) for the label-at-step-end
+layout; GenPRM (Zhao et al. 2025, arXiv:2504.00891) and ThinkPRM (Khalifa et al. 2025,
+arXiv:2504.16828) for generative PRMs that verify each step before the verdict.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+from pydantic import Field
+
+from prmfactory.config import StageConfig, dump_yaml, runtime_field
+from prmfactory.errors import UsageError
+
+REQUIRED_COLUMNS = ("prompt", "completions", "labels")
+
+
+class TrainPrmConfig(StageConfig):
+    """How train-prm trains; defaults suit the toy domain on a CPU (raise them for 7B models)."""
+
+    kind: Literal["discriminative", "generative"] = Field("discriminative", description="Token-classification head or critique generator.")
+    base: str = Field("toy", description="Base model id or local path (`toy` for the toy policy).")
+    soft_labels: bool = Field(False, description="Discriminative: BCE on the MC value (`soft_labels`) instead of hard labels.")
+    last_step_only: bool = Field(False, description="Discriminative: train on the last kept step's label only.")
+    segmentation: Optional[Literal["blank_line", "step_prefix"]] = Field(
+        None, description="Step separator; default: the run's mcts segmentation, else blank_line.")
+    max_length: int = Field(512, ge=16, description="Longest tokenized example; whole steps beyond it are dropped and counted.")
+    learning_rate: float = Field(3e-4, gt=0, description="Peak learning rate (cosine schedule, 5% warm-up).")
+    epochs: float = Field(2.0, gt=0, description="Passes over the data (ignored when max_steps > 0).")
+    max_steps: int = Field(-1, description="Optimizer steps; -1 trains for `epochs`.")
+    batch_size: int = Field(16, ge=1, description="Examples per optimizer step.")
+    lora_r: int = Field(0, ge=0, description="LoRA rank (peft); 0 trains all weights.")
+    lora_alpha: int = Field(16, ge=1, description="LoRA scaling numerator.")
+    seed: int = Field(0, description="Seed of initialisation and data order.")
+    training_args: dict[str, Any] = Field(default_factory=dict, description="Further transformers TrainingArguments, passed as is.")
+    threads: Optional[int] = runtime_field(None, "torch threads (default: torch's choice).")
+    quiet: bool = runtime_field(False, "No progress bar.")
+
+
+@dataclass
+class TrainingData:
+    """The stepwise rows to train on, their step segmentation and where they came from."""
+
+    rows: list[dict[str, Any]]
+    segmentation: str
+    lineage: dict[str, Any]
+    claims: dict[tuple[str, int], list[dict[str, Any]]]
+
+
+def load_training_data(path: Path, segmentation: str | None) -> TrainingData:
+    """Rows from a run folder's ``steps/`` or from Parquet shards; every row is checked."""
+    import pyarrow.parquet as pq
+
+    from prmfactory.store import Run
+
+    run = Run(path)
+    claims: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    if run.exists():
+        if "steps" not in run.datasets():
+            raise UsageError(f"{path}: run has no steps/ shards; run `prmfactory filter --run {path}` first")
+        rows = run.read("steps").to_pylist()
+        configs = run.stage_configs()
+        segmentation = segmentation or configs.get("mcts", {}).get("config", {}).get("segmentation")
+        filter_config = configs.get("filter", {}).get("config", {})
+        lineage = {"runs": [str(path.resolve())], "rule": filter_config.get("rule"), "filter": filter_config,
+                   "shards": [{"file": s["file"], "rows": s["rows"], "sha256": s["sha256"]} for s in run.shards("steps")]}
+        if "verdicts" in run.datasets():
+            for verdict in run.read("verdicts").select(["node_id", "step_index", "claims"]).to_pylist():
+                claims[(verdict["node_id"], verdict["step_index"])] = verdict["claims"]
+        origin = path / "steps"
+    else:
+        files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
+        if not files:
+            raise UsageError(f"{path}: neither a run folder nor Parquet shards")
+        rows = []
+        for file in files:
+            table = pq.read_table(file)
+            missing = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
+            if missing:
+                raise UsageError(f"{file}: column {missing[0]!r}: missing (stepwise rows need {', '.join(REQUIRED_COLUMNS)})")
+            rows += table.to_pylist()
+        lineage = {"files": [str(f.resolve()) for f in files], "rule": None}
+        origin = path
+    for index, row in enumerate(rows):
+        for column in ("labels", "soft_labels"):
+            if row.get(column) is not None and len(row[column]) != len(row["completions"]):
+                raise UsageError(f"{origin}: row {index}: field {column!r}: {len(row[column])} labels for "
+                                 f"{len(row['completions'])} steps")
+    lineage["rows"] = len(rows)
+    lineage["steps"] = sum(len(r["completions"]) for r in rows)
+    lineage["positive_steps"] = sum(sum(1 for label in r["labels"] if label) for r in rows)
+    return TrainingData(rows, segmentation or "blank_line", lineage, claims)
+
+
+def _training_arguments(config: TrainPrmConfig, output: Path, cls, **extra):
+    """The trainer's arguments: the config's fields, the trainer's own, then ``training_args`` as given."""
+    try:
+        return cls(output_dir=str(output / ".checkpoints"), learning_rate=config.learning_rate,
+                   num_train_epochs=config.epochs, max_steps=config.max_steps,
+                   per_device_train_batch_size=config.batch_size, lr_scheduler_type="cosine", warmup_steps=0.05,
+                   weight_decay=0.01, logging_steps=10, save_strategy="no", report_to=[], seed=config.seed,
+                   disable_tqdm=True, **{**extra, **config.training_args})
+    except (TypeError, ValueError) as exc:
+        raise UsageError(f"train_prm.training_args: {exc}") from exc
+
+
+def _with_lora(model, config: TrainPrmConfig, task_type: str):
+    if not config.lora_r:
+        return model
+    from peft import LoraConfig, get_peft_model
+
+    return get_peft_model(model, LoraConfig(task_type=task_type, r=config.lora_r, lora_alpha=config.lora_alpha,
+                                            target_modules="all-linear",
+                                            modules_to_save=["score"] if task_type == "TOKEN_CLS" else None))
+
+
+def _train_discriminative(config: TrainPrmConfig, data: TrainingData, base: str, output: Path, callbacks):
+    from datasets import Dataset
+    from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+    from prmfactory.steps import Segmenter
+    from prmfactory.train.discriminative import PRMConfig, PRMTrainer
+
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    model = AutoModelForTokenClassification.from_pretrained(base, num_labels=2)
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    columns = {c: [r.get(c) for r in data.rows] for c in ("prompt", "completions", "labels", "soft_labels")}
+    if config.soft_labels and any(v is None for v in columns["soft_labels"]):
+        raise UsageError("--soft-labels: the training data has rows without soft_labels")
+    args = _training_arguments(config, output, PRMConfig, max_length=config.max_length,
+                               step_separator=Segmenter(data.segmentation).separator, soft_labels=config.soft_labels,
+                               train_on_last_step_only=config.last_step_only)
+    trainer = PRMTrainer(_with_lora(model, config, "TOKEN_CLS"), args, Dataset.from_dict(columns), tokenizer,
+                         callbacks=callbacks)
+    return trainer, tokenizer, trainer.data_counts
+
+
+def _train_generative(config: TrainPrmConfig, data: TrainingData, base: str, output: Path, callbacks):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    from prmfactory.train.formats import CritiqueEncoder
+    from prmfactory.train.generative import critique_dataset, verification_text
+
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    rows = []
+    for row in data.rows:
+        node = (row.get("source_node_ids") or [None])[-1]
+        verdicts = row.get("tool_verdicts") or [None] * len(row["completions"])
+        rows.append({**row, "verifications": [
+            verification_text(verdicts[i], data.claims.get((node, i), []), row.get("judge_first_error") == i)
+            for i in range(len(row["completions"]))]})
+    dataset, counts = critique_dataset(rows, CritiqueEncoder(tokenizer, config.max_length))
+    if not len(dataset):
+        raise UsageError(f"no training row fits in max_length={config.max_length}")
+    import torch
+
+    args = _training_arguments(config, output, SFTConfig, max_length=config.max_length, completion_only_loss=True,
+                               bf16=torch.cuda.is_available())  # SFTConfig defaults to bf16, which CPUs lack
+    trainer = SFTTrainer(model=_with_lora(AutoModelForCausalLM.from_pretrained(base), config, "CAUSAL_LM"),
+                         args=args, train_dataset=dataset, processing_class=tokenizer, callbacks=callbacks)
+    return trainer, tokenizer, counts
+
+
+def _progress_callback(description: str, log, quiet: bool):
+    """A rich progress bar (steps, ETA, loss) and the loss log lines, as a transformers callback."""
+    from transformers import TrainerCallback
+
+    from prmfactory.progress import stage_progress
+
+    class TrainProgress(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.context = stage_progress(description, state.max_steps, quiet=quiet)
+            self.bar = self.context.__enter__()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.bar.advance(1)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                self.bar.advance(0, loss=round(logs["loss"], 4))
+                log.info("step %d: %s", state.global_step, json.dumps(logs))
+
+        def on_train_end(self, args, state, control, **kwargs):
+            self.context.__exit__(None, None, None)
+
+    return TrainProgress()
+
+
+TRAINERS = {"discriminative": _train_discriminative, "generative": _train_generative}
+
+
+def run_train_prm(config: TrainPrmConfig, data_path: Path, output: Path) -> dict[str, Any]:
+    """Train, save the merged model with ``prm.json`` and its card; return the training report."""
+    import shutil
+
+    import torch
+    from transformers import PrinterCallback
+
+    from prmfactory.prm import PRMMeta
+    from prmfactory.store import Run, atomic_write_text
+    from prmfactory.toy import resolve_model
+    from prmfactory.train.card import write_model_card
+
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    data = load_training_data(data_path, config.segmentation)
+    if not data.rows:
+        raise UsageError(f"{data_path}: no training rows")
+    output.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(output / "train_config.yaml", dump_yaml({"train_prm": config.model_dump(mode="json"),
+                                                              "data": str(data_path)}))
+    base = resolve_model(config.base)
+    started = time.monotonic()
+    with Run(output).log_to_file("train-prm") as log:
+        log.info("training a %s PRM on %d rows from %s (base %s)", config.kind, len(data.rows), data_path, base)
+        progress = _progress_callback(f"train-prm ({config.kind})", log, config.quiet)
+        trainer, tokenizer, counts = TRAINERS[config.kind](config, data, base, output, [progress])
+        trainer.remove_callback(PrinterCallback)  # the progress bar and log.txt carry the losses
+        log.info("data: %s", json.dumps(counts))
+        result = trainer.train()
+        model = trainer.model.merge_and_unload() if config.lora_r else trainer.model
+        model.save_pretrained(output)
+        tokenizer.save_pretrained(output)
+        shutil.rmtree(output / ".checkpoints", ignore_errors=True)
+        losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+        training = {"steps": trainer.state.global_step, "train_loss": round(result.training_loss, 4),
+                    "first_logged_loss": losses[0] if losses else None, "last_logged_loss": losses[-1] if losses else None,
+                    "seconds": round(time.monotonic() - started, 1), "data": counts}
+        log.info("done: %s", json.dumps(training))
+    meta = PRMMeta(kind=config.kind, segmentation=data.segmentation, max_length=config.max_length, base=config.base,
+                   lineage=data.lineage, hyperparameters=config.output_affecting(), training=training)
+    meta.save(output)
+    write_model_card(output, meta)
+    return {"stage": "train-prm", "output": str(output), **training}
