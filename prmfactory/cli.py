@@ -232,6 +232,7 @@ def train_prm(
     threads: Annotated[Optional[int], typer.Option(help="torch threads.")] = None,
     config: opt.ConfigOpt = None,
     seed: opt.SeedOpt = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace a PRM in --output trained with another config or data.")] = False,
     quiet: opt.QuietOpt = False,
 ) -> None:
     """Train a discriminative or generative PRM on stepwise shards."""
@@ -241,7 +242,10 @@ def train_prm(
     flags = dict(kind=kind, base=base, soft_labels=soft_labels, last_step_only=last_step_only, max_length=max_length,
                  learning_rate=learning_rate, epochs=epochs, max_steps=max_steps, batch_size=batch_size, lora_r=lora_r,
                  threads=threads, seed=seed, quiet=quiet or None)
-    report = run_train_prm(build_config(TrainPrmConfig, "train_prm", config, flags), data, output)
+    report = run_train_prm(build_config(TrainPrmConfig, "train-prm", config, flags), data, output, force=force)
+    if report.get("already_done"):
+        print(f"{output} already holds this PRM (same config and data); --force retrains it")
+        return
     print(json.dumps({k: v for k, v in report.items() if k != "stage"}, indent=1))
     print(f"PRM saved in {output} (model card: {output / 'README.md'})")
 

@@ -19,6 +19,8 @@ from prmfactory.errors import NotBuiltError, UsageError
 from prmfactory.inputs import InputFormat
 from prmfactory.store import Run
 
+PRM_FOLDER = "prm"  # where a pipeline's train-prm stage saves the PRM, inside the run folder
+
 
 @dataclass(frozen=True)
 class PipelineInput:
@@ -33,6 +35,7 @@ def _stages() -> dict[str, tuple[type[StageConfig], Callable[[Run, Any, Pipeline
     from prmfactory.filter.stage import FilterConfig, run_filter
     from prmfactory.judge.stage import JudgeConfig, run_judge
     from prmfactory.search.stage import run_mcts
+    from prmfactory.train.stage import TrainPrmConfig, run_train_prm
     from prmfactory.verify.stage import VerifyConfig, run_verify
 
     return {
@@ -40,6 +43,7 @@ def _stages() -> dict[str, tuple[type[StageConfig], Callable[[Run, Any, Pipeline
         "verify": (VerifyConfig, lambda run, c, i: run_verify(run, c, force=i.force)),
         "judge": (JudgeConfig, lambda run, c, i: run_judge(run, c, force=i.force)),
         "filter": (FilterConfig, lambda run, c, i: run_filter(run, c, force=i.force)),
+        "train-prm": (TrainPrmConfig, lambda run, c, i: run_train_prm(c, run.root, run.root / PRM_FOLDER, force=i.force)),
     }
 
 
@@ -56,7 +60,7 @@ def load_pipeline(path: Path) -> list[tuple[str, StageConfig]]:
     stages = []
     for index, entry in enumerate(entries):
         name = entry.get("stage") if isinstance(entry, dict) else None
-        if name in ("train-prm", "eval", "serve", "publish"):
+        if name in ("eval", "serve", "publish"):
             raise NotBuiltError(f"{path}: stage {index} '{name}' is not built yet")
         if name not in known:
             raise UsageError(f"{path}: stage {index}: field 'stage': unknown stage {name!r} (known: {', '.join(known)})")

@@ -125,6 +125,10 @@ class DiscriminativeVllm:
         return [_nan_padded(out.outputs.data[e.label_positions, 1].tolist(), e.steps_total)
                 for out, e in zip(outputs, encoded)]
 
+    def close(self) -> None:
+        """Stop the engine's worker process now rather than at interpreter exit."""
+        self.llm.llm_engine.engine_core.shutdown()
+
 
 class GenerativeTransformers:
     """Critique PRM in process: writes each step's verification, then reads P(correct) at the verdict.
@@ -164,10 +168,15 @@ class GenerativeTransformers:
         scores: list[float] = []
         for index in range(len(steps)):
             ids = ids + self.encoder.header_ids(index)
-            if len(ids) + self.max_verification_tokens + 4 > self.encoder.max_length:
+            # Each remaining step gets a fair share of the context, so a verbose critique cannot starve later steps.
+            remaining = len(steps) - index
+            fixed = len(self.encoder.boxed_ids) + max(len(v) for v in self.encoder.verdict_ids.values()) + len(
+                self.encoder.header_ids(index))
+            room = min(self.max_verification_tokens, (self.encoder.max_length - len(ids)) // remaining - fixed)
+            if room < 1:
                 break
             with torch.inference_mode():
-                out = self.model.generate(torch.tensor([ids]), max_new_tokens=self.max_verification_tokens,
+                out = self.model.generate(torch.tensor([ids]), max_new_tokens=room,
                                           do_sample=sample, temperature=0.7 if sample else None, top_p=None, top_k=None,
                                           stopping_criteria=[self._verdict_stop()],
                                           pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id)
@@ -217,6 +226,11 @@ class PRM:
 
     def score_batch(self, items: Sequence[Item]) -> list[list[float]]:
         return self.scorer.score_batch(items)
+
+    def close(self) -> None:
+        """Release the scorer's engine, if it runs one."""
+        if hasattr(self.scorer, "close"):
+            self.scorer.close()
 
     def split(self, response: str) -> list[str]:
         """A response split into steps with the separator the PRM was trained with."""

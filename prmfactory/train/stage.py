@@ -113,7 +113,7 @@ def _training_arguments(config: TrainPrmConfig, output: Path, cls, **extra):
                    weight_decay=0.01, logging_steps=10, save_strategy="no", report_to=[], seed=config.seed,
                    disable_tqdm=True, **{**extra, **config.training_args})
     except (TypeError, ValueError) as exc:
-        raise UsageError(f"train_prm.training_args: {exc}") from exc
+        raise UsageError(f"train-prm: training_args: {exc}") from exc
 
 
 def _with_lora(model, config: TrainPrmConfig, task_type: str):
@@ -203,8 +203,23 @@ def _progress_callback(description: str, log, quiet: bool):
 TRAINERS = {"discriminative": _train_discriminative, "generative": _train_generative}
 
 
-def run_train_prm(config: TrainPrmConfig, data_path: Path, output: Path) -> dict[str, Any]:
-    """Train, save the merged model with ``prm.json`` and its card; return the training report."""
+def _existing_prm(output: Path, config: TrainPrmConfig, data: TrainingData, force: bool) -> dict[str, Any] | None:
+    """The report of a PRM already trained in ``output`` with this config and data; refuses a different one."""
+    from prmfactory.prm import META_FILE, PRMMeta
+
+    if force or not (output / META_FILE).exists():
+        return None
+    meta = PRMMeta.load(output)
+    if meta.hyperparameters == config.output_affecting() and meta.lineage == data.lineage:
+        return {"stage": "train-prm", "output": str(output), "already_done": True, **meta.training}
+    raise UsageError(f"{output}: holds a PRM trained with another config or data; use --force to replace it")
+
+
+def run_train_prm(config: TrainPrmConfig, data_path: Path, output: Path, *, force: bool = False) -> dict[str, Any]:
+    """Train, save the merged model with ``prm.json`` and its card; return the training report.
+
+    A rerun with the same config and data returns the saved PRM's report without training.
+    """
     import shutil
 
     import torch
@@ -220,8 +235,11 @@ def run_train_prm(config: TrainPrmConfig, data_path: Path, output: Path) -> dict
     data = load_training_data(data_path, config.segmentation)
     if not data.rows:
         raise UsageError(f"{data_path}: no training rows")
+    done = _existing_prm(output, config, data, force)
+    if done is not None:
+        return done
     output.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(output / "train_config.yaml", dump_yaml({"train_prm": config.model_dump(mode="json"),
+    atomic_write_text(output / "train_config.yaml", dump_yaml({"train-prm": config.model_dump(mode="json"),
                                                               "data": str(data_path)}))
     base = resolve_model(config.base)
     started = time.monotonic()
@@ -245,4 +263,4 @@ def run_train_prm(config: TrainPrmConfig, data_path: Path, output: Path) -> dict
                    lineage=data.lineage, hyperparameters=config.output_affecting(), training=training)
     meta.save(output)
     write_model_card(output, meta)
-    return {"stage": "train-prm", "output": str(output), **training}
+    return {"stage": "train-prm", "output": str(output), "wall_seconds": training["seconds"], **training}

@@ -1,0 +1,257 @@
+"""train-prm: the one tokenisation, training that learns (hard, soft, LoRA, generative), scoring, Best-of-N."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from prmfactory.errors import UsageError
+from prmfactory.eval.best_of_n import bon_metrics, majority_correct, sizes
+from prmfactory.eval.sampling import Candidate
+from prmfactory.prm import PRM, aggregate
+from prmfactory.toy import MODEL_ALIASES
+from prmfactory.toy.critique import corrupt
+from prmfactory.toy.oracle import first_error
+from prmfactory.toy.problems import generate
+from prmfactory.train.formats import IGNORE_INDEX, CritiqueEncoder, StepEncoder
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(MODEL_ALIASES["toy"])
+
+
+def test_each_label_sits_on_the_last_separator_token_after_its_step(tokenizer):
+    encoder = StepEncoder(tokenizer, "\n\n", max_length=512)
+    steps = ["Dan has 3 + 4 = 7.", "a step with\n\na separator inside", "", "The answer is \\boxed{7}."]
+    encoded = encoder.encode("Dan has 3 toys.", steps)
+    assert encoded.steps_kept == 4 and not encoded.truncated
+    separator = encoder.separator_ids
+    for position in encoded.label_positions:
+        assert encoded.input_ids[position - len(separator) + 1:position + 1] == separator
+    # The empty step is its separator alone; the inner separator does not add a label.
+    assert encoded.label_positions[2] - encoded.label_positions[1] == len(separator)
+    labels = encoder.labelled(encoded, [1.0, 0.0, 0.5, 1.0])
+    assert [labels[p] for p in encoded.label_positions] == [1.0, 0.0, 0.5, 1.0]
+    assert sum(label != IGNORE_INDEX for label in labels) == 4
+
+
+def test_truncation_keeps_whole_steps_and_their_labels(tokenizer):
+    steps = [f"Dan adds {i}, so Dan has {i} + {i} = {2 * i}." for i in range(12)]
+    full = StepEncoder(tokenizer, "\n\n", max_length=4096).encode("Dan has 1 toy.", steps)
+    short_encoder = StepEncoder(tokenizer, "\n\n", max_length=full.label_positions[4] + 3)
+    short = short_encoder.encode("Dan has 1 toy.", steps)
+    assert short.steps_kept == 5 and short.truncated and short.steps_total == 12
+    assert short.label_positions == full.label_positions[:5]
+    assert len(short.input_ids) <= short_encoder.max_length
+    labels = short_encoder.labelled(short, [1.0] * 12)
+    assert sum(label != IGNORE_INDEX for label in labels) == 5
+    only_last = short_encoder.labelled(short, [1.0] * 12, last_step_only=True)
+    assert [i for i, label in enumerate(only_last) if label != IGNORE_INDEX] == [short.label_positions[-1]]
+    assert StepEncoder(tokenizer, "\n\n", max_length=8).encode("Dan has 1 toy.", steps).steps_kept == 0
+
+
+def test_critique_transcript_masks_the_prompt_and_reads_distinct_verdict_tokens(tokenizer):
+    encoder = CritiqueEncoder(tokenizer, max_length=512)
+    ids, mask, kept = encoder.encode("Dan has 3 toys.", ["3 + 4 = 7", "7 * 2 = 15"], ["3 + 4 = 7 ok", "7 * 2 = 15 wrong: 14"],
+                                     [True, False])
+    assert kept == 2 and len(ids) == len(mask)
+    prompt = encoder.prompt_ids("Dan has 3 toys.", ["3 + 4 = 7", "7 * 2 = 15"])
+    assert mask == [0] * len(prompt) + [1] * (len(ids) - len(prompt))
+    assert encoder.verdict_token(True) != encoder.verdict_token(False)
+    completion = tokenizer.decode(ids[len(prompt):])
+    assert "\\boxed{correct}" in completion and "\\boxed{incorrect}" in completion
+
+
+def _stepwise_rows(n: int, seed: int = 0) -> list[dict]:
+    """Toy solutions with one injected error (or none), labelled by the oracle; MC-like soft labels."""
+    rng = random.Random(seed)
+    rows = []
+    for problem in generate(n, "train", seed):
+        _, steps = corrupt(problem, rng)
+        error = first_error(problem, steps)
+        labels = [error == -1 or i < error for i in range(len(steps))]
+        rows.append({"prompt": problem.text, "completions": steps, "labels": labels,
+                     "soft_labels": [0.9 if label else 0.1 for label in labels]})
+    return rows
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    path = tmp_path_factory.mktemp("stepwise") / "part-00000.parquet"
+    pq.write_table(pa.Table.from_pylist(_stepwise_rows(96)), path)
+    return path
+
+
+def _weights_changed(base, trained) -> bool:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForTokenClassification
+
+    before = AutoModelForCausalLM.from_pretrained(base).model.layers[0].mlp.up_proj.weight
+    after = AutoModelForTokenClassification.from_pretrained(trained).model.layers[0].mlp.up_proj.weight
+    return not torch.allclose(before, after)
+
+
+@pytest.fixture(scope="module")
+def discriminative_prm(shards, tmp_path_factory):
+    from prmfactory.train.stage import TrainPrmConfig, run_train_prm
+
+    output = tmp_path_factory.mktemp("prm-hard")
+    config = TrainPrmConfig(max_steps=40, learning_rate=1e-3, batch_size=16, threads=1, quiet=True)
+    return output, run_train_prm(config, shards, output)
+
+
+@pytest.mark.slow
+def test_discriminative_training_learns_and_saves_a_loadable_prm_with_a_card(discriminative_prm, tokenizer):
+    output, report = discriminative_prm
+    assert report["last_logged_loss"] < report["first_logged_loss"]
+    assert _weights_changed(MODEL_ALIASES["toy"], output)
+    meta = json.loads((output / "prm.json").read_text())
+    assert meta["kind"] == "discriminative" and meta["lineage"]["rows"] == 96
+    card = (output / "README.md").read_text()
+    assert "| rows | 96 |" in card and "arXiv:2312.08935" in card and "base_model: toy" in card
+    prm = PRM.from_pretrained(output)
+    problem = generate(1, "test", 0)[0]
+    scores = prm.score(problem.text, problem.reference_steps)
+    assert len(scores) == len(problem.reference_steps) and all(0 <= s <= 1 for s in scores)
+    # Training and scoring read the same positions: the trainer's labelled tokens are the scorer's.
+    from datasets import Dataset
+
+    from prmfactory.train.discriminative import tokenize_stepwise
+
+    row = {"prompt": [problem.text], "completions": [problem.reference_steps], "labels": [[True] * len(scores)]}
+    dataset, _ = tokenize_stepwise(Dataset.from_dict(row), prm.scorer.encoder, soft_labels=False, last_step_only=False)
+    trained_positions = [i for i, label in enumerate(dataset[0]["labels"]) if label != IGNORE_INDEX]
+    assert trained_positions == prm.scorer.encoder.encode(problem.text, problem.reference_steps).label_positions
+
+
+@pytest.mark.slow
+def test_soft_labels_and_lora_train_and_merge(shards, tmp_path):
+    from transformers import AutoModelForTokenClassification
+
+    from prmfactory.train.stage import TrainPrmConfig, run_train_prm
+
+    report = run_train_prm(TrainPrmConfig(soft_labels=True, lora_r=8, max_steps=30, learning_rate=2e-3,
+                                          threads=1, quiet=True), shards, tmp_path)
+    assert report["last_logged_loss"] < report["first_logged_loss"]
+    model = AutoModelForTokenClassification.from_pretrained(tmp_path)  # merged: a plain model, no adapter files
+    assert not (tmp_path / "adapter_config.json").exists() and model.config.num_labels == 2
+    assert _weights_changed(MODEL_ALIASES["toy"], tmp_path)
+
+
+@pytest.mark.slow
+def test_generative_prm_trains_with_sft_and_scores_each_step(shards, tmp_path):
+    from prmfactory.train.stage import TrainPrmConfig, run_train_prm
+
+    report = run_train_prm(TrainPrmConfig(kind="generative", max_steps=20, learning_rate=1e-3, threads=1, quiet=True),
+                           shards, tmp_path)
+    assert report["last_logged_loss"] < report["first_logged_loss"]
+    prm = PRM.from_pretrained(tmp_path)
+    problem = generate(1, "test", 1)[0]
+    scores = prm.score(problem.text, problem.reference_steps)
+    assert len(scores) == len(problem.reference_steps) and all(0 <= s <= 1 for s in scores)
+    with pytest.raises(UsageError, match="cannot be scored with backend 'vllm'"):
+        PRM.from_pretrained(tmp_path, backend="vllm")
+
+
+def test_bad_training_data_names_file_row_and_field(tmp_path):
+    from prmfactory.train.stage import load_training_data
+
+    missing = tmp_path / "missing.parquet"
+    pq.write_table(pa.Table.from_pylist([{"prompt": "p", "completions": ["a"]}]), missing)
+    with pytest.raises(UsageError, match=r"missing.parquet: column 'labels': missing"):
+        load_training_data(missing, None)
+    uneven = tmp_path / "uneven.parquet"
+    pq.write_table(pa.Table.from_pylist([{"prompt": "p", "completions": ["a"], "labels": [True]},
+                                         {"prompt": "p", "completions": ["a", "b"], "labels": [True]}]), uneven)
+    with pytest.raises(UsageError, match=r"uneven.parquet: row 1: field 'labels': 1 labels for 2 steps"):
+        load_training_data(uneven, None)
+
+
+def test_aggregations_skip_steps_that_did_not_fit():
+    scores = [0.9, 0.5, math.nan]
+    assert aggregate(scores, "min") == 0.5 and aggregate(scores, "last") == 0.5
+    assert aggregate(scores, "prod") == pytest.approx(0.45) and aggregate(scores, "mean") == pytest.approx(0.7)
+    assert aggregate([], "min") == 0.0
+
+
+def test_best_of_n_against_majority_and_pass_by_hand():
+    def c(answer, correct):
+        return Candidate("", [], answer, correct)
+
+    assert majority_correct([c("1", False), c("2", True), c("2", True), c("1", False)]) is False  # tie: earliest
+    assert majority_correct([c(None, False), c("2", True)]) is True
+    assert sizes(16) == [1, 2, 4, 8, 16] and sizes(6) == [1, 2, 4, 6]
+    candidates = [[c("5", False), c("7", True), c("5", False), c("7", True)],
+                  [c("3", True), c("4", False), c("4", False), c("9", False)]]
+    scores = [[[0.9, 0.2], [0.8, 0.7], [0.1], [0.6, 0.6]],
+              [[0.4], [0.9], [0.2], [0.3]]]
+    result = bon_metrics(candidates, scores)
+    assert result["curves"]["pass"] == {1: 0.5, 2: 1.0, 4: 1.0}
+    assert result["curves"]["majority"] == {1: 0.5, 2: 0.5, 4: 0.0}
+    assert result["curves"]["prm_min"] == {1: 0.5, 2: 0.5, 4: 0.5}  # problem 1: candidate 1 (min 0.7) wins
+    assert result["curves"]["prm_last"][2] == 0.5  # problem 1: 0.7 > 0.2 → right; problem 2: 0.9 → wrong
+
+
+@pytest.mark.slow
+def test_vllm_pooling_scores_match_transformers(discriminative_prm):
+    output, _ = discriminative_prm
+    items = [(p.text, p.reference_steps) for p in generate(8, "test", 3)]
+    expected = PRM.from_pretrained(output).score_batch(items)
+    prm = PRM.from_pretrained(output, backend="vllm", kv_cache_gib=0.25)
+    try:
+        got = prm.score_batch(items)
+    finally:
+        prm.close()
+    assert [len(s) for s in got] == [len(s) for s in expected]
+    assert max(abs(a - b) for g, e in zip(got, expected) for a, b in zip(g, e)) < 1e-3
+
+
+@pytest.mark.slow
+def test_cli_trains_evaluates_and_reranks(shards, tmp_path):
+    from typer.testing import CliRunner
+
+    from prmfactory.cli import app
+    from prmfactory.eval.best_of_n import write_candidates
+
+    runner = CliRunner()
+    prm_dir = tmp_path / "prm"
+    train = ["train-prm", "--data", str(shards), "--output", str(prm_dir), "--max-steps", "3", "--threads", "1", "-q"]
+    result = runner.invoke(app, train)
+    assert result.exit_code == 0, result.output
+    assert "already holds this PRM" in runner.invoke(app, train).output
+    changed = runner.invoke(app, train[:-1] + ["--learning-rate", "0.01"])
+    assert changed.exit_code == 2 and "--force" in changed.output
+
+    rng = random.Random(1)
+    records = []
+    for index, problem in enumerate(generate(6, "test", 5)):
+        _, steps = corrupt(problem, rng)
+        records.append({"id": index, "problem": problem.text, "steps": steps, "label": first_error(problem, steps)})
+    bench = tmp_path / "toy.jsonl"
+    bench.write_text("".join(json.dumps(r) + "\n" for r in records))
+    result = runner.invoke(app, ["eval", "processbench", "--prm", str(prm_dir), "--data", str(bench),
+                                 "--output", str(tmp_path / "pb"), "-q"])
+    assert result.exit_code == 0, result.output
+    predictions = [json.loads(line) for line in (tmp_path / "pb" / "predictions.jsonl").read_text().splitlines()]
+    assert [len(p["step_scores"]) for p in predictions] == [len(r["steps"]) for r in records]
+    assert {"metrics.json", "metrics.md", "metrics.png"} <= {p.name for p in (tmp_path / "pb").iterdir()}
+    assert "processbench:toy.jsonl" in json.loads((prm_dir / "prm.json").read_text())["evals"]
+
+    problems = [{"question_id": str(r["id"]), "problem": r["problem"], "answer": "1"} for r in records]
+    candidates = [[Candidate("", r["steps"], "1", r["label"] == -1), Candidate("", r["steps"][:1], "2", False)]
+                  for r in records]
+    write_candidates(tmp_path / "candidates.jsonl", problems, candidates)
+    result = runner.invoke(app, ["eval", "bon", "--prm", str(prm_dir), "--candidates", str(tmp_path / "candidates.jsonl"),
+                                 "--output", str(tmp_path / "bon"), "-q"])
+    assert result.exit_code == 0, result.output
+    bon = json.loads((tmp_path / "bon" / "bon.json").read_text())
+    assert bon["samples"] == 2 and set(bon["curves"]) == {"pass", "majority", "prm_min", "prm_last", "prm_prod", "prm_mean"}
+    assert (tmp_path / "bon" / "bon.png").exists() and "| prm_min |" in (prm_dir / "README.md").read_text()
