@@ -353,9 +353,31 @@ def eval_bon(
 
 @app.command()
 @handled
-def serve() -> None:
-    """Serve a PRM over HTTP for online RL."""
-    _not_built("serve", 8)
+def serve(
+    prm: Annotated[Path, typer.Option(help="A trained PRM folder (from `prmfactory train-prm`).", exists=True, file_okay=False)],
+    host: Annotated[str, typer.Option(help="Interface to listen on (loopback by default).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    api_key: Annotated[Optional[str], typer.Option(envvar="PRMFACTORY_API_KEY", show_envvar=True, help="Require `Authorization: Bearer KEY` on every request.")] = None,
+    aggregate: Annotated[str, typer.Option(help="Reward of /get_reward: min, last, prod or mean of the step scores.")] = "min",
+    backend: BackendOpt = "transformers",
+    max_batch: Annotated[int, typer.Option(min=1, help="Most solutions scored in one model call.")] = 64,
+    max_body_mb: Annotated[float, typer.Option(help="Largest request body (MB); larger ones get 413.")] = 4.0,
+) -> None:
+    """Serve a PRM over HTTP for online RL: /v1/prm/score, OpenRLHF's /get_reward, /health."""
+    import uvicorn
+
+    from prmfactory.errors import UsageError
+    from prmfactory.progress import console
+    from prmfactory.prm import AGGREGATIONS
+    from prmfactory.serve.app import create_app
+
+    if aggregate not in AGGREGATIONS:
+        raise UsageError(f"--aggregate: expected one of {', '.join(AGGREGATIONS)}, got {aggregate!r}")
+    if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
+        console.print(f"[yellow]warning:[/yellow] serving on {host} without --api-key: anyone who reaches it can use it")
+    app_ = create_app(_load_prm(prm, backend), api_key=api_key, max_body_bytes=int(max_body_mb * 1e6),
+                      max_batch=max_batch, reward_aggregate=aggregate)
+    uvicorn.run(app_, host=host, port=port, log_level="warning")
 
 
 @app.command()

@@ -70,6 +70,22 @@ AGGREGATIONS: dict[str, Callable[[list[float]], float]] = {
     "min": min, "last": lambda s: s[-1], "prod": math.prod, "mean": lambda s: sum(s) / len(s)}
 
 
+@dataclass(frozen=True)
+class StepReward:
+    """What a consumer of the PRM gets per solution: step scores, predicted first error, one reward."""
+
+    step_scores: list[float]
+    first_error: int
+    reward: float
+
+
+def step_reward(scores: Sequence[float], how: str = "min", threshold: float = 0.5) -> StepReward:
+    """Step scores → the ProcessBench first error (first score below ``threshold``) and the aggregate reward."""
+    from prmfactory.eval.processbench import first_below
+
+    return StepReward(list(scores), first_below(scores, threshold), aggregate(scores, how))
+
+
 def _nan_padded(scores: list[float], total: int) -> list[float]:
     return scores + [math.nan] * (total - len(scores))
 
@@ -235,6 +251,11 @@ class PRM:
     def split(self, response: str) -> list[str]:
         """A response split into steps with the separator the PRM was trained with."""
         return self.segmenter.split(response)
+
+    def rewards(self, prompts: Sequence[str], responses: Sequence[str], how: str = "min") -> list[StepReward]:
+        """One :class:`StepReward` per (prompt, response): the response split into steps, scored, aggregated."""
+        scores = self.score_batch([(p, self.split(r)) for p, r in zip(prompts, responses)])
+        return [step_reward(s, how) for s in scores]
 
 
 def score_with_progress(prm: PRM, items: Sequence[Item], *, quiet: bool = False, chunk: int = 64) -> list[list[float]]:

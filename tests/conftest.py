@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import os
+import random
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+
+from prmfactory.toy.critique import corrupt
+from prmfactory.toy.oracle import first_error
+from prmfactory.toy.problems import generate
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -84,3 +91,36 @@ def vllm_engine(tiny_model_dir):
     yield engine, loop
     loop.run(engine.close())
     loop.stop()
+
+
+def stepwise_rows(n: int, seed: int = 0) -> list[dict]:
+    """Toy solutions with one injected error (or none), labelled by the oracle; MC-like soft labels."""
+    rng = random.Random(seed)
+    rows = []
+    for problem in generate(n, "train", seed):
+        _, steps = corrupt(problem, rng)
+        error = first_error(problem, steps)
+        labels = [error == -1 or i < error for i in range(len(steps))]
+        rows.append({"prompt": problem.text, "completions": steps, "labels": labels,
+                     "soft_labels": [0.9 if label else 0.1 for label in labels]})
+    return rows
+
+
+@pytest.fixture(scope="session")
+def shards(tmp_path_factory):
+    """Stepwise training rows (TRL format with soft labels) as one Parquet shard."""
+    path = tmp_path_factory.mktemp("stepwise") / "part-00000.parquet"
+    pq.write_table(pa.Table.from_pylist(stepwise_rows(96)), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def discriminative_prm(shards, tmp_path_factory):
+    """A discriminative PRM trained for 40 steps on the toy policy: (folder, training report)."""
+    from prmfactory.train.stage import TrainPrmConfig, run_train_prm
+
+    output = tmp_path_factory.mktemp("prm-hard")
+    config = TrainPrmConfig(max_steps=40, learning_rate=1e-3, batch_size=16, threads=1, quiet=True)
+    return output, run_train_prm(config, shards, output)
+
+

@@ -19,7 +19,7 @@ def test_toy_pipeline_loads_in_order():
 
 @pytest.mark.parametrize("stages, error, message", [
     ([{"stage": "mcts", "config": {"policy": "p"}}, {"stage": "bogus"}], UsageError, "stage 1: field 'stage'"),
-    ([{"stage": "mcts", "config": {"policy": "p"}}, {"stage": "serve"}], NotBuiltError, "not built yet"),
+    ([{"stage": "mcts", "config": {"policy": "p"}}, {"stage": "eval"}], NotBuiltError, "not built yet"),
     ([{"stage": "verify"}], UsageError, "starts with the mcts stage"),
     ([{"stage": "mcts", "config": {"policy": "p", "rollouts": 0}}], UsageError, "field 'rollouts'"),
     ([], UsageError, "non-empty 'stages'"),

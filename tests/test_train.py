@@ -70,26 +70,6 @@ def test_critique_transcript_masks_the_prompt_and_reads_distinct_verdict_tokens(
     assert "\\boxed{correct}" in completion and "\\boxed{incorrect}" in completion
 
 
-def _stepwise_rows(n: int, seed: int = 0) -> list[dict]:
-    """Toy solutions with one injected error (or none), labelled by the oracle; MC-like soft labels."""
-    rng = random.Random(seed)
-    rows = []
-    for problem in generate(n, "train", seed):
-        _, steps = corrupt(problem, rng)
-        error = first_error(problem, steps)
-        labels = [error == -1 or i < error for i in range(len(steps))]
-        rows.append({"prompt": problem.text, "completions": steps, "labels": labels,
-                     "soft_labels": [0.9 if label else 0.1 for label in labels]})
-    return rows
-
-
-@pytest.fixture(scope="module")
-def shards(tmp_path_factory):
-    path = tmp_path_factory.mktemp("stepwise") / "part-00000.parquet"
-    pq.write_table(pa.Table.from_pylist(_stepwise_rows(96)), path)
-    return path
-
-
 def _weights_changed(base, trained) -> bool:
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForTokenClassification
@@ -97,15 +77,6 @@ def _weights_changed(base, trained) -> bool:
     before = AutoModelForCausalLM.from_pretrained(base).model.layers[0].mlp.up_proj.weight
     after = AutoModelForTokenClassification.from_pretrained(trained).model.layers[0].mlp.up_proj.weight
     return not torch.allclose(before, after)
-
-
-@pytest.fixture(scope="module")
-def discriminative_prm(shards, tmp_path_factory):
-    from prmfactory.train.stage import TrainPrmConfig, run_train_prm
-
-    output = tmp_path_factory.mktemp("prm-hard")
-    config = TrainPrmConfig(max_steps=40, learning_rate=1e-3, batch_size=16, threads=1, quiet=True)
-    return output, run_train_prm(config, shards, output)
 
 
 @pytest.mark.slow

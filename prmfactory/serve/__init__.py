@@ -1,0 +1,1 @@
+"""serve: a trained PRM over HTTP for online RL (FastAPI + uvicorn, dynamic batching)."""

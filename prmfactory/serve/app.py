@@ -1,0 +1,187 @@
+"""The PRM server: ``POST /v1/prm/score``, OpenRLHF's ``POST /get_reward`` and ``GET /health``.
+
+Loopback by default. With an API key every request needs ``Authorization: Bearer KEY`` (401
+otherwise); bodies over ``max_body_bytes`` get 413; malformed items get 422 with a message naming
+the item (``items[3].prompt: Field required``). Scores of steps cut off by the PRM's length limit
+are ``null``; they do not count in the aggregate.
+"""
+
+from __future__ import annotations
+
+import hmac
+import math
+from typing import Any, Literal, Optional, Union
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field, model_validator
+
+from prmfactory.prm import PRM, step_reward
+from prmfactory.serve.batching import DynamicBatcher
+
+Aggregate = Literal["min", "last", "prod", "mean"]
+
+
+class ScoreItem(BaseModel):
+    """One solution: its steps, or a whole response split with the PRM's recorded separator."""
+
+    id: Union[str, int]
+    prompt: str
+    steps: Optional[list[str]] = None
+    response: Optional[str] = None
+
+    @model_validator(mode="after")
+    def _steps_or_response(self) -> "ScoreItem":
+        if (self.steps is None) == (self.response is None):
+            raise ValueError("give exactly one of 'steps' or 'response'")
+        return self
+
+
+class ScoreRequest(BaseModel):
+    items: list[ScoreItem] = Field(min_length=1)
+    aggregate: Aggregate = "min"
+
+
+class ScoreResult(BaseModel):
+    id: Union[str, int]
+    step_scores: list[Optional[float]]
+    first_error: int = Field(description="First step scored below 0.5, -1 if none.")
+    aggregate: float
+
+
+class ScoreResponse(BaseModel):
+    results: list[ScoreResult]
+
+
+class RewardRequest(BaseModel):
+    """OpenRLHF's remote reward model request: ``query`` is prompt + response."""
+
+    query: list[str]
+    prompts: Optional[list[str]] = None
+    labels: Optional[list[Any]] = None
+
+
+class RewardResponse(BaseModel):
+    rewards: list[float]
+    scores: list[float]
+    extra_logs: dict[str, list[float]]
+
+
+def _json_scores(scores: list[float]) -> list[Optional[float]]:
+    return [None if math.isnan(s) else s for s in scores]
+
+
+def _item_location(loc: tuple) -> str:
+    """``("body", "items", 3, "prompt")`` → ``items[3].prompt``."""
+    text = ""
+    for part in loc[1:] if loc and loc[0] == "body" else loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "body"
+
+
+class GuardMiddleware:
+    """Bearer-token check (when a key is set) and a body-size limit, before any route runs."""
+
+    def __init__(self, app, api_key: Optional[str], max_body_bytes: int):
+        self.app, self.api_key, self.max_body_bytes = app, api_key, max_body_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope["headers"])
+        if self.api_key is not None:
+            token = headers.get(b"authorization", b"").decode("latin-1")
+            if not hmac.compare_digest(token.encode(), f"Bearer {self.api_key}".encode()):
+                return await JSONResponse({"detail": "missing or wrong bearer token"}, 401,
+                                          headers={"WWW-Authenticate": "Bearer"})(scope, receive, send)
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+            return await self._too_large(scope, receive, send)
+        received = 0
+
+        async def limited_receive():
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_body_bytes:
+                raise _BodyTooLarge
+            return message
+
+        started = False
+
+        async def tracking_send(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _BodyTooLarge:
+            if not started:
+                await self._too_large(scope, receive, send)
+
+    async def _too_large(self, scope, receive, send):
+        await JSONResponse({"detail": f"request body over {self.max_body_bytes} bytes"}, 413)(scope, receive, send)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+def create_app(prm: PRM, *, api_key: Optional[str] = None, max_body_bytes: int = 4_000_000, max_batch: int = 64,
+               max_wait_ms: float = 5.0, reward_aggregate: Aggregate = "min") -> FastAPI:
+    """The FastAPI app serving ``prm``; the batcher starts and stops with the app.
+
+    ``reward_aggregate`` turns step scores into ``/get_reward``'s one reward per query.
+    """
+    import contextlib
+
+    batcher = DynamicBatcher(prm.score_batch, max_batch=max_batch, max_wait_ms=max_wait_ms)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await batcher.start()
+        yield
+        await batcher.stop()
+
+    app = FastAPI(title="prmfactory PRM server", lifespan=lifespan)
+    app.state.batcher = batcher
+    app.add_middleware(GuardMiddleware, api_key=api_key, max_body_bytes=max_body_bytes)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError):
+        first = exc.errors()[0]
+        message = f"{_item_location(tuple(first['loc']))}: {first['msg']}"
+        return JSONResponse({"detail": message, "errors": len(exc.errors())}, 422)
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "kind": prm.meta.kind, "segmentation": prm.meta.segmentation,
+                "batches": batcher.batches}
+
+    @app.post("/v1/prm/score", response_model=ScoreResponse)
+    async def score(request: ScoreRequest) -> ScoreResponse:
+        items = [(item.prompt, item.steps if item.steps is not None else prm.split(item.response or ""))
+                 for item in request.items]
+        results = []
+        for item, scores in zip(request.items, await batcher.score(items)):
+            reward = step_reward(scores, request.aggregate)
+            results.append(ScoreResult(id=item.id, step_scores=_json_scores(scores), first_error=reward.first_error,
+                                       aggregate=reward.reward))
+        return ScoreResponse(results=results)
+
+    @app.post("/get_reward", response_model=RewardResponse)
+    async def get_reward(request: RewardRequest) -> RewardResponse:
+        prompts = request.prompts or [""] * len(request.query)
+        if len(prompts) != len(request.query):
+            raise RequestValidationError([{"loc": ("body", "prompts"), "msg": "needs one prompt per query",
+                                           "type": "value_error"}])
+        items = [(prompt, prm.split(query[len(prompt):] if query.startswith(prompt) else query))
+                 for prompt, query in zip(prompts, request.query)]
+        rewards = [step_reward(scores, reward_aggregate) for scores in await batcher.score(items)]
+        values = [r.reward for r in rewards]
+        return RewardResponse(rewards=values, scores=values,
+                              extra_logs={"prm_first_error": [float(r.first_error) for r in rewards]})
+
+    return app

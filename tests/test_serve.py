@@ -1,0 +1,172 @@
+"""serve and the RL adapters: status codes, batching, the OpenRLHF endpoint, a real server under load."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+
+from prmfactory.prm import PRM
+from prmfactory.rl import grpo_reward, openrlhf_reward_func, verl_compute_score
+from prmfactory.serve.app import create_app
+from prmfactory.toy.problems import generate
+
+PROBLEM = generate(1, "test", 0)[0]
+
+
+@pytest.fixture(scope="module")
+def prm(discriminative_prm):
+    return PRM.from_pretrained(discriminative_prm[0])
+
+
+@pytest.fixture(scope="module")
+def client(prm):
+    with TestClient(create_app(prm, api_key="sesame", max_body_bytes=20_000)) as test_client:
+        test_client.headers["Authorization"] = "Bearer sesame"
+        yield test_client
+
+
+def test_score_steps_and_responses_match_in_process_scores(client, prm):
+    response = "\n\n".join(PROBLEM.reference_steps)
+    body = {"aggregate": "min", "items": [{"id": "a", "prompt": PROBLEM.text, "steps": PROBLEM.reference_steps},
+                                          {"id": 7, "prompt": PROBLEM.text, "response": response}]}
+    reply = client.post("/v1/prm/score", json=body)
+    assert reply.status_code == 200, reply.text
+    first, second = reply.json()["results"]
+    expected = prm.score(PROBLEM.text, PROBLEM.reference_steps)
+    assert first["id"] == "a" and second["id"] == 7
+    assert first["step_scores"] == pytest.approx(expected, abs=1e-5) == second["step_scores"]
+    assert first["aggregate"] == pytest.approx(min(expected), abs=1e-5)
+    assert first["first_error"] == next((i for i, s in enumerate(expected) if s < 0.5), -1)
+
+
+def test_openrlhf_get_reward(client, prm):
+    response = "\n\n".join(PROBLEM.reference_steps)
+    reply = client.post("/get_reward", json={"query": [PROBLEM.text + response], "prompts": [PROBLEM.text],
+                                              "labels": ["x"]})
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert body["rewards"] == body["scores"] and len(body["extra_logs"]["prm_first_error"]) == 1
+    assert body["rewards"][0] == pytest.approx(min(prm.score(PROBLEM.text, PROBLEM.reference_steps)), abs=1e-5)
+
+
+@pytest.mark.parametrize("headers,body,status,message", [
+    ({"Authorization": ""}, {"items": []}, 401, "bearer token"),
+    ({"Authorization": "Bearer wrong"}, {"items": []}, 401, "bearer token"),
+    ({}, {"items": [{"id": 1, "prompt": "p", "steps": ["x" * 30_000]}]}, 413, "over 20000 bytes"),
+    ({}, {"items": [{"id": 1, "prompt": "p", "steps": ["a"]}, {"id": 2, "steps": ["a"]}]}, 422, "items[1].prompt: Field required"),
+    ({}, {"items": [{"id": 1, "prompt": "p"}]}, 422, "items[0]: Value error, give exactly one of 'steps' or 'response'"),
+    ({}, {"items": [{"id": 1, "prompt": "p", "steps": ["a"]}], "aggregate": "max"}, 422, "aggregate"),
+])
+def test_bad_requests_get_the_right_status_and_the_server_keeps_serving(client, headers, body, status, message):
+    reply = client.post("/v1/prm/score", json=body, headers=headers)
+    assert reply.status_code == status and message in reply.json()["detail"]
+    assert client.get("/health").json()["status"] == "ok"
+
+
+def test_grpo_reward_function_logs_step_scores(prm):
+    from prmfactory.rl import GRPOReward
+
+    reward = GRPOReward(prm, "last")
+    logged, metrics = {}, {}
+    completions = [[{"role": "assistant", "content": "\n\n".join(PROBLEM.reference_steps)}], "The answer is \\boxed{1}."]
+    prompts = [[{"role": "user", "content": PROBLEM.text}], PROBLEM.text]
+    values = reward(prompts=prompts, completions=completions, log_extra=logged.__setitem__,
+                    log_metric=metrics.__setitem__)
+    assert len(values) == 2 and reward.__name__ == "prm_last"
+    assert values[0] == pytest.approx(prm.score(PROBLEM.text, PROBLEM.reference_steps)[-1], abs=1e-6)
+    assert len(json.loads(logged["prm_step_scores"][0])) == len(PROBLEM.reference_steps)
+    assert 0 <= metrics["prm/flagged_fraction"] <= 1
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(discriminative_prm):
+    """`prmfactory serve` in its own process on 127.0.0.1, stopped by its PID."""
+    port = _free_port()
+    env = dict(os.environ, PRMFACTORY_API_KEY="sesame")
+    process = subprocess.Popen([sys.executable, "-c", "from prmfactory.cli import main; main()", "serve", "--prm",
+                                str(discriminative_prm[0]), "--port", str(port)], env=env)
+    url = f"http://127.0.0.1:{port}"
+    import httpx
+
+    for _ in range(120):
+        try:
+            if httpx.get(f"{url}/health", headers={"Authorization": "Bearer sesame"}).status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.5)
+    else:
+        process.kill()
+        pytest.fail("the PRM server did not come up")
+    yield url
+    process.send_signal(signal.SIGTERM)
+    process.wait(30)
+
+
+@pytest.mark.slow
+def test_server_under_load_and_faults(server):
+    """1,000 requests at concurrency 32: no errors; then faults; the server keeps serving."""
+    import httpx
+
+    from prmfactory.serve.client import RemotePRM
+
+    remote = RemotePRM(server, api_key="sesame")
+    problems = generate(50, "test", 9)
+    latencies: list[float] = []
+
+    async def load():
+        limit = asyncio.Semaphore(32)
+        async with httpx.AsyncClient() as http:
+            async def one(index: int):
+                problem = problems[index % len(problems)]
+                async with limit:
+                    started = time.perf_counter()
+                    result = await remote.arewards(http, [problem.text], ["\n\n".join(problem.reference_steps)])
+                    latencies.append(time.perf_counter() - started)
+                    assert len(result[0].step_scores) == len(problem.reference_steps)
+
+            await asyncio.gather(*(one(i) for i in range(1000)))
+
+    asyncio.run(load())
+    latencies.sort()
+    print(f"\nserve load: p50 {1000 * statistics.median(latencies):.1f} ms, "
+          f"p99 {1000 * latencies[int(0.99 * len(latencies))]:.1f} ms over {len(latencies)} requests")
+    assert len(latencies) == 1000
+    assert httpx.post(f"{server}/v1/prm/score", json={"items": []}).status_code == 401
+    auth = {"Authorization": "Bearer sesame"}
+    big = {"items": [{"id": 1, "prompt": "p", "steps": ["x" * 5_000_000]}]}
+    assert httpx.post(f"{server}/v1/prm/score", json=big, headers=auth).status_code == 413
+    assert httpx.post(f"{server}/v1/prm/score", json={"items": [{"id": 1}]}, headers=auth).status_code == 422
+    assert RemotePRM(server, "sesame").rewards([PROBLEM.text], ["\n\n".join(PROBLEM.reference_steps)])[0].reward > 0
+
+
+@pytest.mark.slow
+def test_verl_and_openrlhf_adapters_through_the_server(server, monkeypatch):
+    from prmfactory import rl
+
+    monkeypatch.setenv("PRMFACTORY_PRM_URL", server)
+    monkeypatch.setenv("PRMFACTORY_API_KEY", "sesame")
+    rl._environment_source.cache_clear()
+    response = "\n\n".join(PROBLEM.reference_steps)
+    verl = verl_compute_score("toy", response, str(PROBLEM.answer), {"question": PROBLEM.text})
+    openrlhf = openrlhf_reward_func([PROBLEM.text + response], [PROBLEM.text], [str(PROBLEM.answer)])
+    assert 0 <= verl["score"] <= 1
+    assert float(openrlhf["rewards"][0]) == pytest.approx(verl["score"], abs=1e-5)
+    in_process = grpo_reward(url=server, api_key="sesame")(prompts=[PROBLEM.text], completions=[response])
+    assert in_process[0] == pytest.approx(verl["score"], abs=1e-5)
+    rl._environment_source.cache_clear()
