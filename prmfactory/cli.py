@@ -382,9 +382,36 @@ def serve(
 
 @app.command()
 @handled
-def publish(run: opt.RunOpt) -> None:
-    """Push a run's training shards with a data card to the Hugging Face Hub."""
-    _not_built("publish", 9)
+def publish(
+    run: opt.RunOpt,
+    repo_id: Annotated[str, typer.Option(help="Hub dataset repo, ORG/NAME.")],
+    private: Annotated[bool, typer.Option(help="Create the repo private.")] = False,
+    revision: Annotated[Optional[str], typer.Option(help="Branch to push to.")] = None,
+    create_pr: Annotated[bool, typer.Option(help="Open a pull request instead of pushing to the branch.")] = False,
+    license: Annotated[str, typer.Option(help="License id for the card (e.g. apache-2.0, cc-by-4.0).")] = "unknown",
+    dry_run: Annotated[Optional[Path], typer.Option(help="Write exactly what would be uploaded into this folder; upload nothing.")] = None,
+) -> None:
+    """Push a run's shards with a data card to the Hugging Face Hub (token from HF_TOKEN or `hf auth login`)."""
+    import tempfile
+
+    from prmfactory.hub import build_folder, upload
+
+    source = _existing_run(run)
+    if dry_run is not None:
+        built = build_folder(source, dry_run, repo_id, license)
+        print(json.dumps(built, indent=1))
+        print(f"dataset folder written to {dry_run} (nothing uploaded)")
+        return
+    from huggingface_hub.errors import HfHubHTTPError, LocalTokenNotFoundError
+
+    with tempfile.TemporaryDirectory(prefix="prmfactory-publish-") as folder:
+        build_folder(source, Path(folder) / "dataset", repo_id, license)
+        try:
+            result = upload(Path(folder) / "dataset", repo_id, private=private, revision=revision, create_pr=create_pr)
+        except (HfHubHTTPError, LocalTokenNotFoundError) as exc:
+            raise PrmfactoryError(f"publish to {repo_id} failed: {str(exc).splitlines()[0]}") from exc
+    print(json.dumps(result, indent=1))
+    print(f"published https://huggingface.co/datasets/{repo_id}")
 
 
 @app.command(name="run")

@@ -60,7 +60,7 @@ def load_pipeline(path: Path) -> list[tuple[str, StageConfig]]:
     stages = []
     for index, entry in enumerate(entries):
         name = entry.get("stage") if isinstance(entry, dict) else None
-        if name in ("eval", "publish"):
+        if name in ("eval", "publish", "demo"):
             raise NotBuiltError(f"{path}: stage {index} '{name}' is not built yet")
         if name not in known:
             raise UsageError(f"{path}: stage {index}: field 'stage': unknown stage {name!r} (known: {', '.join(known)})")

@@ -5,7 +5,8 @@ lineage) and a model card. Scorers are chosen by name from :data:`SCORERS`:
 
 * ``transformers`` — discriminative (token classification) and generative (critique) PRMs, in process.
 * ``vllm`` — discriminative PRMs through vLLM's pooling runner (``token_classify``); any
-  architecture vLLM maps from ``*ForTokenClassification`` works (Llama and Qwen2 are tested).
+  architecture vLLM maps from ``*ForTokenClassification`` works; the tests check
+  LlamaForTokenClassification and Qwen2ForTokenClassification against transformers (within 1e-3).
 
 Both read the scores at the positions :mod:`prmfactory.train.formats` computes, so training and
 every scorer agree on where a step's score is. A step cut off by the length limit scores NaN.

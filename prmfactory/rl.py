@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 
-def _content(message: Any) -> str:
+def completion_text(message: Any) -> str:
     """Text of a plain string or of a chat conversation's last message."""
     if isinstance(message, str):
         return message
@@ -47,8 +47,8 @@ def _prompt_text(prompt: Any) -> str:
     """The problem of a prompt: the string, or the last user message of a conversation."""
     if isinstance(prompt, list):
         users = [m for m in prompt if isinstance(m, dict) and m.get("role") == "user"]
-        return _content(users[-1:] or prompt)
-    return _content(prompt)
+        return completion_text(users[-1:] or prompt)
+    return completion_text(prompt)
 
 
 def reward_source(prm: str | Path | None = None, *, url: Optional[str] = None, api_key: Optional[str] = None):
@@ -73,7 +73,7 @@ class GRPOReward:
 
     def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], log_extra=None, log_metric=None,
                  **kwargs) -> list[float]:
-        rewards = self.source.rewards([_prompt_text(p) for p in prompts], [_content(c) for c in completions],
+        rewards = self.source.rewards([_prompt_text(p) for p in prompts], [completion_text(c) for c in completions],
                                       self.aggregate)
         if log_extra is not None:
             log_extra("prm_step_scores", [json.dumps([round(s, 4) for s in r.step_scores]) for r in rewards])

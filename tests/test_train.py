@@ -171,9 +171,29 @@ def test_best_of_n_against_majority_and_pass_by_hand():
     assert result["curves"]["prm_last"][2] == 0.5  # problem 1: 0.7 > 0.2 → right; problem 2: 0.9 → wrong
 
 
+@pytest.fixture(scope="module")
+def qwen2_prm(tmp_path_factory, tokenizer):
+    """A random-weight Qwen2ForTokenClassification PRM folder (head_dim 64) with the toy tokenizer."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForTokenClassification
+
+    from prmfactory.prm import PRMMeta
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("qwen2-prm")
+    config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=512, num_labels=2,
+                         pad_token_id=tokenizer.pad_token_id)
+    Qwen2ForTokenClassification(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    PRMMeta(kind="discriminative", max_length=512, base="random qwen2").save(path)
+    return path
+
+
 @pytest.mark.slow
-def test_vllm_pooling_scores_match_transformers(discriminative_prm):
-    output, _ = discriminative_prm
+@pytest.mark.parametrize("architecture", ["llama", "qwen2"])
+def test_vllm_pooling_scores_match_transformers(architecture, discriminative_prm, qwen2_prm):
+    output = discriminative_prm[0] if architecture == "llama" else qwen2_prm
     items = [(p.text, p.reference_steps) for p in generate(8, "test", 3)]
     expected = PRM.from_pretrained(output).score_batch(items)
     prm = PRM.from_pretrained(output, backend="vllm", kv_cache_gib=0.25)
