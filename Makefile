@@ -16,12 +16,9 @@ $(STAMP): pyproject.toml constraints-cpu.txt
 	$(PIP) uninstall --quiet -y torchvision torchaudio torchcodec
 	touch $(STAMP)
 
-# Until `prmfactory demo` exists: toy problems -> OmegaPRM search -> verify -> judge -> consensus filter.
-DEMO := runs/sample
+# The whole factory on the offline toy domain: search -> verify -> judge -> filter -> train-prm -> eval.
 demo: $(STAMP)
-	$(VENV)/bin/prmfactory toy problems --n 24 --output $(DEMO)-problems.jsonl
-	$(VENV)/bin/prmfactory run pipelines/toy.yaml --input $(DEMO)-problems.jsonl --output $(DEMO)
-	$(VENV)/bin/prmfactory stats $(DEMO)
+	$(VENV)/bin/prmfactory demo --output runs/demo
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest

@@ -20,11 +20,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from prmfactory.eval.processbench import split_metrics
 from prmfactory.filter.stage import FilterConfig, run_filter
 from prmfactory.store import Run
-from prmfactory.toy.oracle import first_error
-from prmfactory.toy.problems import parse_problem
+from prmfactory.toy.oracle import label_accuracy
 
 CLI = [sys.executable, "-c", "from prmfactory.cli import main; main()"]
 RULES = ("mc", "consensus", "hybrid", "rpe")
@@ -40,14 +38,7 @@ def score_rule(run_dir: Path, rule: str) -> dict:
     shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("steps", ".lock"))
     run = Run(copy)
     report = run_filter(run, FilterConfig(rule=rule, quiet=True), force=True)
-    truth, predicted = [], []
-    for row in run.read("steps").to_pylist():
-        problem = parse_problem(row["prompt"])
-        truth.append(first_error(problem, row["completions"]))
-        predicted.append(next((i for i, label in enumerate(row["labels"]) if not label), -1))
-    labels = sum(len(row) for row in run.read("steps").column("labels").to_pylist())
-    return {"rows": len(truth), "labels": labels, "keep_rate": report["keep_rate"],
-            **split_metrics(truth, predicted)}
+    return {**label_accuracy(run.read("steps").to_pylist()), "keep_rate": report["keep_rate"]}
 
 
 def main(args) -> dict:

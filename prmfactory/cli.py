@@ -16,7 +16,7 @@ from typing import Annotated, Callable, Optional
 import typer
 
 from prmfactory import cli_options as opt
-from prmfactory.errors import NotBuiltError, PrmfactoryError
+from prmfactory.errors import PrmfactoryError
 
 app = typer.Typer(
     name="prmfactory",
@@ -48,10 +48,6 @@ def handled(fn: Callable) -> Callable:
             _fail(str(exc), exc.exit_code)
 
     return wrapper
-
-
-def _not_built(command: str, issue: int) -> None:
-    raise NotBuiltError(f"`prmfactory {command}` is not built yet (tracked in issue #{issue})")
 
 
 @app.command()
@@ -258,12 +254,6 @@ PrmOpt = Annotated[Optional[Path], typer.Option(help="A trained PRM folder (from
 BackendOpt = Annotated[str, typer.Option(help="PRM scorer: transformers, or vllm (discriminative PRMs).")]
 
 
-def _load_prm(path: Path, backend: str):
-    from prmfactory.prm import PRM
-
-    return PRM.from_pretrained(path, backend=backend)
-
-
 @eval_app.command("processbench")
 @handled
 def eval_processbench(
@@ -277,23 +267,15 @@ def eval_processbench(
 ) -> None:
     """The ProcessBench protocol: per split accuracy on erroneous and correct samples, F1, average F1."""
     from prmfactory.errors import UsageError
-    from prmfactory.eval.processbench import load_splits, markdown_table, metrics, read_predictions, score_splits, write_results
+    from prmfactory.eval.processbench import evaluate_prm, load_splits, markdown_table, metrics, read_predictions, write_results
 
     if (prm is None) == (predictions is None):
         raise UsageError("give exactly one of --prm DIR or --predictions FILE")
-    splits = load_splits(data)
     if prm is not None:
-        from prmfactory.prm import record_eval
-
-        scored = score_splits(_load_prm(prm, backend), splits, output, threshold, quiet=quiet)
-        result = metrics(splits, scored)
-        record_eval(prm, f"processbench:{data.name}", {"average_f1": result["average_f1"], **{
-            f"{name}_f1": split["f1"] for name, split in result["splits"].items()}})
-        title = f"ProcessBench: {prm.name}"
+        result = evaluate_prm(prm, data, output, threshold=threshold, backend=backend, quiet=quiet)
     else:
-        result = metrics(splits, read_predictions(predictions, threshold))
-        title = f"ProcessBench: {predictions.name}"
-    write_results(result, output, title)
+        result = metrics(load_splits(data), read_predictions(predictions, threshold))
+        write_results(result, output, f"ProcessBench: {predictions.name}")
     print(markdown_table(result), end="")
     print(f"results in {output}")
 
@@ -317,36 +299,19 @@ def eval_bon(
 ) -> None:
     """Best-of-N reranking with a PRM against majority vote and pass@N."""
     from prmfactory.errors import UsageError
-    from prmfactory.eval.best_of_n import bon_metrics, markdown_table, read_candidates, write_candidates, write_results
-    from prmfactory.prm import record_eval, score_with_progress
+    from prmfactory.eval.best_of_n import evaluate_bon, markdown_table
 
     if (input is None) == (candidates is None):
         raise UsageError("give exactly one of --input PROBLEMS or --candidates FILE")
-    if candidates is not None:
-        problems, sampled = read_candidates(candidates)
-    else:
-        from prmfactory.eval.sampling import sample_candidates
+    problems = None
+    if input is not None:
         from prmfactory.inputs import load_problems
-        from prmfactory.prm import PRMMeta
 
         _check_format(input_format)
         problems, _ = load_problems(input, input_format, skip_invalid=False)
-        sampled, _ = sample_candidates(problems[:limit], policy=policy, samples=samples, temperature=temperature,
-                                       max_tokens=max_new_tokens, seed=seed,
-                                       segmentation=PRMMeta.load(prm).segmentation, quiet=quiet)
-    problems, sampled = problems[:limit], sampled[:limit]
-    model = _load_prm(prm, backend)
-    flat = score_with_progress(model, [(p["problem"], c.steps) for p, group in zip(problems, sampled) for c in group],
-                               quiet=quiet)
-    scores, position = [], 0
-    for group in sampled:
-        scores.append(flat[position:position + len(group)])
-        position += len(group)
-    result = bon_metrics(sampled, scores)
-    write_candidates(output / "candidates.jsonl", problems, sampled, scores)
-    write_results(result, output, f"Best-of-N: {prm.name}")
-    n = result["samples"]
-    record_eval(prm, f"best_of_{n}", {method: curve[n] for method, curve in result["curves"].items()})
+    result = evaluate_bon(prm, output, problems=problems, candidates=candidates, samples=samples, policy=policy,
+                          temperature=temperature, max_tokens=max_new_tokens, backend=backend, limit=limit, seed=seed,
+                          quiet=quiet)
     print(markdown_table(result), end="")
     print(f"results in {output}")
 
@@ -368,14 +333,14 @@ def serve(
 
     from prmfactory.errors import UsageError
     from prmfactory.progress import console
-    from prmfactory.prm import AGGREGATIONS
+    from prmfactory.prm import AGGREGATIONS, PRM
     from prmfactory.serve.app import create_app
 
     if aggregate not in AGGREGATIONS:
         raise UsageError(f"--aggregate: expected one of {', '.join(AGGREGATIONS)}, got {aggregate!r}")
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         console.print(f"[yellow]warning:[/yellow] serving on {host} without --api-key: anyone who reaches it can use it")
-    app_ = create_app(_load_prm(prm, backend), api_key=api_key, max_body_bytes=int(max_body_mb * 1e6),
+    app_ = create_app(PRM.from_pretrained(prm, backend=backend), api_key=api_key, max_body_bytes=int(max_body_mb * 1e6),
                       max_batch=max_batch, reward_aggregate=aggregate)
     uvicorn.run(app_, host=host, port=port, log_level="warning")
 
@@ -436,9 +401,21 @@ def run_pipeline(
 
 @app.command()
 @handled
-def demo() -> None:
-    """Run the whole factory end to end on the offline toy domain."""
-    _not_built("demo", 9)
+def demo(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the run, the PRM, the evaluations and the report.")] = Path("runs/demo"),
+    quick: Annotated[bool, typer.Option(help="A reduced setting (a dozen problems) that checks the whole path in a few minutes.")] = False,
+    quiet: opt.QuietOpt = False,
+) -> None:
+    """Run the whole factory end to end on the offline toy domain and write report.md / report.json."""
+    from prmfactory.demo import SIZES, run_demo
+    from prmfactory.progress import console
+
+    report = run_demo(output, SIZES["quick" if quick else "full"], quiet=quiet,
+                      on_stage=lambda name, stage_report: _print_report(output / "run", stage_report))
+    console.print_json(json.dumps(report["headline"]))
+    for name, path in report["artefacts"].items():
+        console.print(f"{name}: {path}")
+    console.print(f"[bold]report:[/bold] {output / 'report.md'}")
 
 
 @app.command()
@@ -549,24 +526,13 @@ def toy_processbench(
 ) -> None:
     """Policy solutions to toy problems labelled by the oracle, as a ProcessBench split (id, problem, steps, label)."""
     from prmfactory.errors import UsageError
-    from prmfactory.eval.sampling import sample_candidates
-    from prmfactory.store import atomic_write_text
-    from prmfactory.toy.oracle import first_error
-    from prmfactory.toy.problems import generate, to_input_row
+    from prmfactory.toy.bench import write_processbench
 
     if split not in ("train", "test"):
         raise UsageError(f"--split: expected train or test, got {split!r}")
-    problems = generate(n, split, seed)
-    rows = [to_input_row(p) for p in problems]
-    candidates, _ = sample_candidates(rows, policy=policy, samples=1, temperature=temperature, max_tokens=300,
-                                      seed=seed, quiet=quiet)
-    records = [{"id": row["id"], "problem": row["problem"], "steps": group[0].steps,
-                "label": first_error(problem, group[0].steps), "final_answer_correct": group[0].correct}
-               for problem, row, group in zip(problems, rows, candidates)]
-    output.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(output, "".join(json.dumps(r) + "\n" for r in records))
-    wrong = sum(r["label"] != -1 for r in records)
-    print(f"wrote {len(records)} solutions to {output} ({wrong} with an error, {len(records) - wrong} all right)")
+    summary = write_processbench(output, n, split=split, policy=policy, temperature=temperature, seed=seed, quiet=quiet)
+    print(f"wrote {summary['solutions']} solutions to {output} ({summary['with_error']} with an error, "
+          f"{summary['all_right']} all right; final-answer accuracy {summary['final_answer_accuracy']})")
 
 
 @toy_app.command("build")

@@ -13,7 +13,3 @@ class UsageError(PrmfactoryError):
     """Bad input or usage (a malformed file, a conflicting flag); exit code 2."""
 
     exit_code = 2
-
-
-class NotBuiltError(UsageError):
-    """The command exists in the CLI but its stage is not implemented yet."""

@@ -15,7 +15,7 @@ from typing import Any, Callable
 import yaml
 
 from prmfactory.config import StageConfig, build_config
-from prmfactory.errors import NotBuiltError, UsageError
+from prmfactory.errors import UsageError
 from prmfactory.inputs import InputFormat
 from prmfactory.store import Run
 
@@ -60,8 +60,6 @@ def load_pipeline(path: Path) -> list[tuple[str, StageConfig]]:
     stages = []
     for index, entry in enumerate(entries):
         name = entry.get("stage") if isinstance(entry, dict) else None
-        if name in ("eval", "publish", "demo"):
-            raise NotBuiltError(f"{path}: stage {index} '{name}' is not built yet")
         if name not in known:
             raise UsageError(f"{path}: stage {index}: field 'stage': unknown stage {name!r} (known: {', '.join(known)})")
         stages.append((name, build_config(known[name][0], name, path, {})))

@@ -36,12 +36,6 @@ def test_installed_entry_point_runs():
     assert script.returncode == 0 and "train-prm" in script.stdout
 
 
-@pytest.mark.parametrize("command", [["demo"]])
-def test_unbuilt_command_says_so_and_exits_2(command):
-    result = runner.invoke(app, command)
-    assert result.exit_code == 2
-    assert "not built yet" in result.output
-
 
 def test_stats_json_counts_and_distributions(run_folder):
     result = runner.invoke(app, ["stats", str(run_folder), "--json"])

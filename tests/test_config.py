@@ -57,3 +57,13 @@ def test_runtime_fields_do_not_affect_outputs():
     b = MctsConfig(policy="p", concurrency=64)
     assert a.output_affecting() == b.output_affecting()
     assert MctsConfig(policy="p", rollouts=3).output_affecting() != b.output_affecting()
+
+
+@pytest.mark.parametrize("name", ["omegaprm", "math_shepherd", "toy", "demo", "qwen_consensus", "grounded_hybrid"])
+def test_every_shipped_pipeline_validates_and_cites_its_source(name):
+    from prmfactory.pipeline import load_pipeline
+
+    path = resource_dir("pipelines") / f"{name}.yaml"
+    stages = load_pipeline(path)
+    assert stages[0][0] == "mcts"
+    assert "arXiv:" in path.read_text().split("stages:")[0]

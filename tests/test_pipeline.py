@@ -4,7 +4,7 @@ import sys
 import pytest
 import yaml
 
-from prmfactory.errors import NotBuiltError, UsageError
+from prmfactory.errors import UsageError
 from prmfactory.pipeline import load_pipeline
 from prmfactory.resources import resource_dir
 from prmfactory.store import Run
@@ -19,7 +19,8 @@ def test_toy_pipeline_loads_in_order():
 
 @pytest.mark.parametrize("stages, error, message", [
     ([{"stage": "mcts", "config": {"policy": "p"}}, {"stage": "bogus"}], UsageError, "stage 1: field 'stage'"),
-    ([{"stage": "mcts", "config": {"policy": "p"}}, {"stage": "eval"}], NotBuiltError, "not built yet"),
+    ([{"stage": "mcts", "config": {"policy": "p"}}, {"stage": "train-prm", "config": {"kind": "x"}}], UsageError,
+     "field 'kind'"),
     ([{"stage": "verify"}], UsageError, "starts with the mcts stage"),
     ([{"stage": "mcts", "config": {"policy": "p", "rollouts": 0}}], UsageError, "field 'rollouts'"),
     ([], UsageError, "non-empty 'stages'"),

@@ -114,3 +114,38 @@ def read_candidates(path: Path) -> tuple[list[dict[str, Any]], list[list[Candida
             raise UsageError(f"{where}: not a candidates line ({exc})") from exc
         candidates.append(group)
     return problems, candidates
+
+
+def evaluate_bon(prm_path: Path, output: Path, *, problems: Sequence[Mapping[str, Any]] | None = None,
+                 candidates: Path | None = None, samples: int = 16, policy: str = "toy", temperature: float = 0.8,
+                 max_tokens: int = 512, backend: str = "transformers", limit: int | None = None, seed: int = 0,
+                 quiet: bool = False) -> dict[str, Any]:
+    """Sample (or reread) candidates, rerank them with the PRM, write results and record them in its card."""
+    from prmfactory.prm import PRM, PRMMeta, record_eval, score_with_progress
+
+    if candidates is not None:
+        problems, sampled = read_candidates(candidates)
+        problems, sampled = problems[:limit], sampled[:limit]
+    else:
+        from prmfactory.eval.sampling import sample_candidates
+
+        problems = list(problems or [])[:limit]
+        sampled, _ = sample_candidates(problems, policy=policy, samples=samples, temperature=temperature,
+                                       max_tokens=max_tokens, seed=seed, segmentation=PRMMeta.load(prm_path).segmentation,
+                                       quiet=quiet)
+    prm = PRM.from_pretrained(prm_path, backend=backend)
+    try:
+        flat = score_with_progress(prm, [(p["problem"], c.steps) for p, group in zip(problems, sampled) for c in group],
+                                   quiet=quiet)
+    finally:
+        prm.close()
+    scores, position = [], 0
+    for group in sampled:
+        scores.append(flat[position:position + len(group)])
+        position += len(group)
+    result = bon_metrics(sampled, scores)
+    write_candidates(output / "candidates.jsonl", problems, sampled, scores)
+    write_results(result, output, f"Best-of-N: {prm_path.name}")
+    n = result["samples"]
+    record_eval(prm_path, f"best_of_{n}", {method: curve[n] for method, curve in result["curves"].items()})
+    return result

@@ -102,6 +102,23 @@ def score_splits(prm, splits: Mapping[str, Sequence[dict[str, Any]]], output: Pa
     return predictions
 
 
+def evaluate_prm(prm_path: Path, data: Path, output: Path, *, threshold: float = 0.5, backend: str = "transformers",
+                 quiet: bool = False) -> dict[str, Any]:
+    """Score ProcessBench files with a trained PRM; write predictions and metrics; record them in its card."""
+    from prmfactory.prm import PRM, record_eval
+
+    splits = load_splits(data)
+    prm = PRM.from_pretrained(prm_path, backend=backend)
+    try:
+        result = metrics(splits, score_splits(prm, splits, output, threshold, quiet=quiet))
+    finally:
+        prm.close()
+    record_eval(prm_path, f"processbench:{data.name}", {"average_f1": result["average_f1"], **{
+        f"{name}_f1": split["f1"] for name, split in result["splits"].items()}})
+    write_results(result, output, f"ProcessBench: {prm_path.name}")
+    return result
+
+
 def markdown_table(result: Mapping[str, Any]) -> str:
     lines = ["| split | n | acc_err | acc_cor | F1 |", "|---|---:|---:|---:|---:|"]
     for name, split in result["splits"].items():

@@ -73,3 +73,23 @@ def check_file(path: Path) -> tuple[list[dict[str, Any]], int]:
         else:
             results.append({"id": record["id"], "first_error": first_error(problem, record["steps"])})
     return results, foreign
+
+
+def label_accuracy(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """How well step labels (``prompt``, ``completions``, ``labels`` rows) match the oracle.
+
+    ProcessBench-style on the steps each row keeps: the row's predicted first error is its first
+    False label (−1 if none), the truth is the oracle's first wrong step; ``acc_err``, ``acc_cor``,
+    their harmonic mean ``f1``, plus ``rows`` and ``labels``. Rows that are not toy problems are skipped.
+    """
+    from prmfactory.eval.processbench import split_metrics
+
+    truth, predicted, labels = [], [], 0
+    for row in rows:
+        problem = parse_problem(row["prompt"])
+        if problem is None:
+            continue
+        truth.append(first_error(problem, row["completions"]))
+        predicted.append(next((i for i, label in enumerate(row["labels"]) if not label), -1))
+        labels += len(row["labels"])
+    return {"rows": len(truth), "labels": labels, **split_metrics(truth, predicted)}
