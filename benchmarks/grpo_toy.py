@@ -19,15 +19,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
-
-CLI = [sys.executable, "-c", "from prmfactory.cli import main; main()"]
-
 
 def accuracy(policy: str, problems: list[dict], seed: int) -> float:
     from prmfactory.eval.sampling import sample_candidates
@@ -71,24 +64,6 @@ def train(name: str, reward, policy: str, rows: list[dict], args, output: Path) 
     return {"seconds": round(time.monotonic() - started, 1), "reward_curve": curve}
 
 
-def serve(prm: str) -> tuple[subprocess.Popen, str]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    process = subprocess.Popen(CLI + ["serve", "--prm", prm, "--port", str(port)])
-    import httpx
-
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(240):
-        try:
-            if httpx.get(f"{url}/health").status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            time.sleep(0.5)
-    process.kill()
-    raise RuntimeError("the PRM server did not start")
-
-
 def plot(result: dict, path: Path) -> None:
     import matplotlib
 
@@ -113,6 +88,7 @@ def main(args) -> dict:
     import torch
 
     from prmfactory.rl import grpo_reward
+    from prmfactory.serve.client import running_server
     from prmfactory.toy import resolve_model
     from prmfactory.toy.problems import generate, to_input_row
 
@@ -126,8 +102,7 @@ def main(args) -> dict:
         row["question_id"] = row["id"]
     before = accuracy(policy, test_rows, args.seed)
     result = {"policy": policy, "prm": args.prm, "steps": args.steps, "accuracy_before": before, "runs": {}}
-    server, url = serve(args.prm)
-    try:
+    with running_server(args.prm) as url:
         rewards = {"prm": grpo_reward(args.prm), "prm-server": grpo_reward(url=url), "outcome": outcome_reward}
         for name, reward in rewards.items():
             run = train(name, reward, policy, train_rows, args, output)
@@ -135,9 +110,6 @@ def main(args) -> dict:
             run["accuracy_after"] = accuracy(str(output / name), test_rows, args.seed)
             result["runs"][name] = run
             print(json.dumps({name: {k: v for k, v in run.items() if k != "reward_curve"}}), flush=True)
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(30)
     (output / "grpo.json").write_text(json.dumps(result, indent=1))
     plot(result, output / "grpo.png")
     return result

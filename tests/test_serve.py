@@ -2,15 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import signal
-import socket
-import statistics
-import subprocess
-import sys
-import time
 
 import pytest
 from fastapi.testclient import TestClient
@@ -88,34 +80,13 @@ def test_grpo_reward_function_logs_step_scores(prm):
     assert 0 <= metrics["prm/flagged_fraction"] <= 1
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(discriminative_prm):
     """`prmfactory serve` in its own process on 127.0.0.1, stopped by its PID."""
-    port = _free_port()
-    env = dict(os.environ, PRMFACTORY_API_KEY="sesame")
-    process = subprocess.Popen([sys.executable, "-c", "from prmfactory.cli import main; main()", "serve", "--prm",
-                                str(discriminative_prm[0]), "--port", str(port)], env=env)
-    url = f"http://127.0.0.1:{port}"
-    import httpx
+    from prmfactory.serve.client import running_server
 
-    for _ in range(120):
-        try:
-            if httpx.get(f"{url}/health", headers={"Authorization": "Bearer sesame"}).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.5)
-    else:
-        process.kill()
-        pytest.fail("the PRM server did not come up")
-    yield url
-    process.send_signal(signal.SIGTERM)
-    process.wait(30)
+    with running_server(discriminative_prm[0], api_key="sesame") as url:
+        yield url
 
 
 @pytest.mark.slow
@@ -123,30 +94,13 @@ def test_server_under_load_and_faults(server):
     """1,000 requests at concurrency 32: no errors; then faults; the server keeps serving."""
     import httpx
 
-    from prmfactory.serve.client import RemotePRM
+    from prmfactory.serve.client import RemotePRM, load_test
 
-    remote = RemotePRM(server, api_key="sesame")
     problems = generate(50, "test", 9)
-    latencies: list[float] = []
-
-    async def load():
-        limit = asyncio.Semaphore(32)
-        async with httpx.AsyncClient() as http:
-            async def one(index: int):
-                problem = problems[index % len(problems)]
-                async with limit:
-                    started = time.perf_counter()
-                    result = await remote.arewards(http, [problem.text], ["\n\n".join(problem.reference_steps)])
-                    latencies.append(time.perf_counter() - started)
-                    assert len(result[0].step_scores) == len(problem.reference_steps)
-
-            await asyncio.gather(*(one(i) for i in range(1000)))
-
-    asyncio.run(load())
-    latencies.sort()
-    print(f"\nserve load: p50 {1000 * statistics.median(latencies):.1f} ms, "
-          f"p99 {1000 * latencies[int(0.99 * len(latencies))]:.1f} ms over {len(latencies)} requests")
-    assert len(latencies) == 1000
+    result = load_test(server, [p.text for p in problems], ["\n\n".join(p.reference_steps) for p in problems],
+                       requests=1000, concurrency=32, api_key="sesame")
+    print(f"\nserve load: {result}")
+    assert result["errors"] == 0, result["first_errors"]
     assert httpx.post(f"{server}/v1/prm/score", json={"items": []}).status_code == 401
     auth = {"Authorization": "Bearer sesame"}
     big = {"items": [{"id": 1, "prompt": "p", "steps": ["x" * 5_000_000]}]}
