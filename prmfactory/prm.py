@@ -126,6 +126,8 @@ class DiscriminativeVllm:
 
     def __init__(self, path: Path, meta: PRMMeta, kv_cache_gib: float = 0.5):
         from transformers import AutoTokenizer
+
+        import prmfactory.engines.vllm  # noqa: F401  (sets vLLM's log level and stream before vllm loads)
         from vllm import LLM
 
         from prmfactory.train.formats import StepEncoder
