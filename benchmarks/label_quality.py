@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-from prmfactory.filter.stage import FilterConfig, run_filter
+from prmfactory.demo import rule_accuracy
 from prmfactory.store import Run
-from prmfactory.toy.oracle import label_accuracy
 
 CLI = [sys.executable, "-c", "from prmfactory.cli import main; main()"]
 RULES = ("mc", "consensus", "hybrid", "rpe")
@@ -33,12 +31,7 @@ def stage(*args: str) -> None:
 
 
 def score_rule(run_dir: Path, rule: str) -> dict:
-    copy = run_dir.parent / f"{run_dir.name}-{rule}"
-    shutil.rmtree(copy, ignore_errors=True)
-    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("steps", ".lock"))
-    run = Run(copy)
-    report = run_filter(run, FilterConfig(rule=rule, quiet=True), force=True)
-    return {**label_accuracy(run.read("steps").to_pylist()), "keep_rate": report["keep_rate"]}
+    return rule_accuracy(Run(run_dir), rule, run_dir.parent / f"{run_dir.name}-{rule}")
 
 
 def main(args) -> dict:

@@ -40,6 +40,8 @@ def rule_accuracy(run: Run, rule: str, folder: Path) -> dict[str, Any]:
     shutil.rmtree(folder, ignore_errors=True)
     shutil.copytree(run.root, folder, ignore=shutil.ignore_patterns("steps", ".lock", "prm", "*.tmp-*"))
     copy = Run(folder)
+    with copy.writing():
+        copy.reset(["steps"])  # the copy's manifest still lists the original's training rows
     report = run_filter(copy, FilterConfig(rule=rule, quiet=True), force=True)
     return {**label_accuracy(copy.read("steps").to_pylist()), "keep_rate": report["keep_rate"]}
 
