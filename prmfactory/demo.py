@@ -47,23 +47,17 @@ def rule_accuracy(run: Run, rule: str, folder: Path) -> dict[str, Any]:
 
 
 def _plot_rules(rules: dict[str, dict[str, Any]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from prmfactory.eval.plots import figure
 
     names = list(rules)
-    figure, axis = plt.subplots(figsize=(5, 3.2))
-    for offset, key in enumerate(("f1", "keep_rate")):
-        axis.bar([i + (offset - 0.5) * 0.38 for i in range(len(names))], [rules[n][key] for n in names], 0.38,
-                 label={"f1": "label F1 vs oracle", "keep_rate": "keep-rate"}[key])
-    axis.set_xticks(range(len(names)), names)
-    axis.set_ylim(0, 1)
-    axis.set_title("Step labels against the toy oracle, per label rule", fontsize=9)
-    axis.legend(fontsize=7)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    with figure(path, (5, 3.2)) as axis:
+        for offset, key in enumerate(("f1", "keep_rate")):
+            axis.bar([i + (offset - 0.5) * 0.38 for i in range(len(names))], [rules[n][key] for n in names], 0.38,
+                     label={"f1": "label F1 vs oracle", "keep_rate": "keep-rate"}[key])
+        axis.set_xticks(range(len(names)), names)
+        axis.set_ylim(0, 1)
+        axis.set_title("Step labels against the toy oracle, per label rule", fontsize=9)
+        axis.legend(fontsize=7)
 
 
 def _markdown(report: dict[str, Any]) -> str:
@@ -129,8 +123,8 @@ def run_demo(output: Path, size: DemoSize, *, quiet: bool = False,
     if cached.exists():
         bon = evaluate_bon(prm, bon_dir, candidates=cached, quiet=quiet)
     else:
-        bon_problems = [{**to_input_row(p), "question_id": to_input_row(p)["id"]}
-                        for p in generate(size.bon_problems, "test", 12)]
+        bon_problems = [{**row, "question_id": row["id"]}
+                        for row in map(to_input_row, generate(size.bon_problems, "test", 12))]
         bon = evaluate_bon(prm, bon_dir, problems=bon_problems, samples=size.bon_samples, temperature=0.8,
                            max_tokens=300, quiet=quiet)
 

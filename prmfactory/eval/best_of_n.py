@@ -63,28 +63,19 @@ def markdown_table(result: Mapping[str, Any]) -> str:
 
 def write_results(result: Mapping[str, Any], output: Path, title: str) -> None:
     """bon.json, bon.md and bon.png (accuracy against n for every method)."""
-    import matplotlib
+    from prmfactory.eval.plots import figure, write_json_and_markdown
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from prmfactory.store import atomic_write_text
-
-    output.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(output / "bon.json", json.dumps(result, indent=1))
-    atomic_write_text(output / "bon.md", f"# {title}\n\n{result['problems']} problems\n\n" + markdown_table(result))
-    figure, axis = plt.subplots(figsize=(5, 3.4))
-    for method, curve in result["curves"].items():
-        ns = sorted(curve)
-        axis.plot(ns, [curve[n] for n in ns], marker="o", label=method, linestyle="--" if method == "pass" else "-")
-    axis.set_xscale("log", base=2)
-    axis.set_xlabel("N (samples per problem)")
-    axis.set_ylabel("accuracy")
-    axis.set_title(title, fontsize=9)
-    axis.legend(fontsize=7)
-    figure.tight_layout()
-    figure.savefig(output / "bon.png", dpi=120)
-    plt.close(figure)
+    write_json_and_markdown(output, "bon", result,
+                            f"# {title}\n\n{result['problems']} problems\n\n" + markdown_table(result))
+    with figure(output / "bon.png", (5, 3.4)) as axis:
+        for method, curve in result["curves"].items():
+            ns = sorted(curve)
+            axis.plot(ns, [curve[n] for n in ns], marker="o", label=method, linestyle="--" if method == "pass" else "-")
+        axis.set_xscale("log", base=2)
+        axis.set_xlabel("N (samples per problem)")
+        axis.set_ylabel("accuracy")
+        axis.set_title(title, fontsize=9)
+        axis.legend(fontsize=7)
 
 
 def write_candidates(path: Path, problems: Sequence[Mapping[str, Any]], candidates: Sequence[Sequence[Candidate]],

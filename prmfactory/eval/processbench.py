@@ -129,26 +129,16 @@ def markdown_table(result: Mapping[str, Any]) -> str:
 
 def write_results(result: Mapping[str, Any], output: Path, title: str) -> None:
     """metrics.json, metrics.md and metrics.png (accuracy on erroneous / correct samples and F1 per split)."""
-    import matplotlib
+    from prmfactory.eval.plots import figure, write_json_and_markdown
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from prmfactory.store import atomic_write_text
-
-    output.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(output / "metrics.json", json.dumps(result, indent=1))
-    atomic_write_text(output / "metrics.md", f"# {title}\n\n" + markdown_table(result))
+    write_json_and_markdown(output, "metrics", result, f"# {title}\n\n" + markdown_table(result))
     names = list(result["splits"])
-    figure, axis = plt.subplots(figsize=(max(4, 1.6 * len(names)), 3.2))
-    width = 0.27
-    for offset, key in enumerate(("acc_err", "acc_cor", "f1")):
-        axis.bar([i + (offset - 1) * width for i in range(len(names))], [result["splits"][n][key] for n in names],
-                 width, label=key)
-    axis.set_xticks(range(len(names)), names)
-    axis.set_ylim(0, 1)
-    axis.set_title(f"{title} (average F1 {result['average_f1']:.3f})", fontsize=9)
-    axis.legend(fontsize=7)
-    figure.tight_layout()
-    figure.savefig(output / "metrics.png", dpi=120)
-    plt.close(figure)
+    with figure(output / "metrics.png", (max(4, 1.6 * len(names)), 3.2)) as axis:
+        width = 0.27
+        for offset, key in enumerate(("acc_err", "acc_cor", "f1")):
+            axis.bar([i + (offset - 1) * width for i in range(len(names))], [result["splits"][n][key] for n in names],
+                     width, label=key)
+        axis.set_xticks(range(len(names)), names)
+        axis.set_ylim(0, 1)
+        axis.set_title(f"{title} (average F1 {result['average_f1']:.3f})", fontsize=9)
+        axis.legend(fontsize=7)
