@@ -74,8 +74,8 @@ def _size_ok(value: sympy.Expr) -> sympy.Expr:
 
 
 class _Parser:
-    def __init__(self, tokens: list[_Token]):
-        self.tokens, self.position, self.depth = tokens, 0, 0
+    def __init__(self, tokens: list[_Token], imaginary: bool):
+        self.tokens, self.position, self.depth, self.imaginary = tokens, 0, 0, imaginary
 
     def peek(self) -> _Token | None:
         return self.tokens[self.position] if self.position < len(self.tokens) else None
@@ -181,6 +181,9 @@ class _Parser:
             self.take()
             return sympy.Rational(token.text) if "." in token.text else sympy.Integer(token.text)
         if token.kind == "name":
+            if token.text == "i" and self.imaginary:
+                self.take()
+                return sympy.I
             if token.text not in VARIABLE_NAMES:
                 raise Unparsable(f"ambiguous name {token.text!r}")
             self.take()
@@ -233,12 +236,15 @@ def _bounded_power(base: sympy.Expr, exponent: sympy.Expr) -> sympy.Expr:
     return _size_ok(sympy.Pow(base, exponent))
 
 
-def parse(text: str) -> sympy.Expr:
-    """The exact value (or symbolic expression) of ``text``; raises :class:`Unparsable`."""
+def parse(text: str, *, imaginary: bool = False) -> sympy.Expr:
+    """The exact value (or symbolic expression) of ``text``; raises :class:`Unparsable`.
+
+    ``imaginary``: read ``i`` as the imaginary unit (the caller decides from the step's context).
+    """
     tokens = tokenize(text)
     if not tokens:
         raise Unparsable("empty")
     try:
-        return _Parser(tokens).parse()
+        return _Parser(tokens, imaginary).parse()
     except RecursionError as exc:
         raise Unparsable("nested too deeply") from exc

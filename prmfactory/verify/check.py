@@ -22,7 +22,7 @@ All of this runs in a :class:`prmfactory.sandbox.BoundedWorker` — see :class:`
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
 import sympy
@@ -35,11 +35,23 @@ CORRECT, INCORRECT, UNVERIFIABLE = "correct", "incorrect", "unverifiable"
 MAX_STEP_CHARS = 20_000
 SECONDS_PER_CLAIM = 1.0
 MAX_DEGREE = 4
+MAX_TRANSFORM_DEGREE = 8
+MAX_DERIVATION_GAP = 80
 _REJECTION = re.compile(
     r"\b(not|no|isn't|doesn't|don't|cannot|can't|false|incorrect|wrong|invalid|impossible|contradiction|if|suppose|"
     r"assume|assuming|test|testing|try|trying|check|checking|instead|but|mistake|error|should|would|could)\b|≠|\?|"
     r"n't\b", re.IGNORECASE)
+# A leading condition with no relation in it ("If Sam had 70 loaves, then ..."): the claim after it is asserted.
+_CONDITION = re.compile(r"^\s*(?:if|since|given|assuming|suppose)\b[^,=≈]*,\s*", re.IGNORECASE)
 _DECIMALS = re.compile(r"\d+\.(\d+)")
+_DECIMAL_NUMBERS = re.compile(r"(\d+)\.(\d+)")
+# Words between two equations that say the second is derived from the first, and words that say
+# they are separate cases or conditions instead.
+_DERIVES = re.compile(r"simplif|combin|collect|rearrang|becomes|gives|giving|yields|we get|subtract|divid|multiply|"
+                      r"expand|\\Rightarrow|\\implies|⇒|→|=>", re.IGNORECASE)
+_CASES = re.compile(r"\b(or|and|case|cases|either|other|another|also|second|roots?|factors?|solutions?|zeros?|numerator|denominator)\b",
+                    re.IGNORECASE)
+_IMAGINARY = re.compile(r"\di\b|\bi\s*\^\s*\{?2\b")
 
 
 @dataclass(frozen=True)
@@ -65,10 +77,23 @@ def _decimals(text: str) -> int:
     return max((len(d) for d in found), default=0)
 
 
+def _rounding(text: str) -> float:
+    """Relative error that rounding the decimals shown in ``text`` may cause ("0.33x = 2" after "x/3 = 2")."""
+    return sum(0.5 * 10.0 ** -len(d) / max(float(f"{i}.{d}"), 1e-9) for i, d in _DECIMAL_NUMBERS.findall(text))
+
+
 def _show(value: sympy.Expr) -> str:
     if value.is_Rational and value.q != 1:
         return f"{value} (= {sympy.N(value, 12)})"
     return str(value)[:200]
+
+
+def _exact_complex(claim: Claim, left: sympy.Expr, right: sympy.Expr) -> bool:
+    """Whether a mismatch between non-real values is exact: no decimals, no approximation, no radicals
+    (``\\sqrt[3]{-8}`` is -2 to the writer and a complex principal root to sympy)."""
+    radicals = any(isinstance(node, sympy.Pow) and not node.exp.is_Integer
+                   for side in (left, right) for node in sympy.preorder_traversal(side))
+    return not (radicals or claim.approximate or _decimals(claim.left) or _decimals(claim.right))
 
 
 def _arithmetic(claim: Claim, left: sympy.Expr, right: sympy.Expr) -> ClaimVerdict:
@@ -76,7 +101,8 @@ def _arithmetic(claim: Claim, left: sympy.Expr, right: sympy.Expr) -> ClaimVerdi
     if sympy.simplify(left - right) == 0:
         return ClaimVerdict(claim.text, "arithmetic", CORRECT, found, claimed)
     if not (left.is_real and right.is_real):
-        return ClaimVerdict(claim.text, "arithmetic", UNVERIFIABLE, found, claimed)
+        exact = _exact_complex(claim, left, right)
+        return ClaimVerdict(claim.text, "arithmetic", INCORRECT if exact else UNVERIFIABLE, found, claimed)
     shown = _decimals(claim.right)
     difference = abs(float(sympy.N(left - right, 30)))
     scale = max(abs(float(sympy.N(right, 30))), 1e-12)
@@ -89,9 +115,9 @@ def _arithmetic(claim: Claim, left: sympy.Expr, right: sympy.Expr) -> ClaimVerdi
     return ClaimVerdict(claim.text, "arithmetic", INCORRECT, found, claimed)
 
 
-def _polynomial_in(equation: sympy.Expr, symbol: sympy.Symbol) -> bool:
+def _polynomial_in(equation: sympy.Expr, symbol: sympy.Symbol, max_degree: int = MAX_DEGREE) -> bool:
     try:
-        return sympy.Poly(equation, symbol).degree() <= MAX_DEGREE
+        return 0 < sympy.Poly(equation, symbol).degree() <= max_degree
     except sympy.PolynomialError:
         return False
 
@@ -109,10 +135,58 @@ def _solution(claim: Claim, symbol: sympy.Symbol, value: sympy.Expr, equations: 
                 if any(abs(float(sympy.re(r)) - float(value)) <= 10.0 ** -shown * (1 + 1e-9) for r in roots):
                     return ClaimVerdict(claim.text, "solution", CORRECT, ", ".join(f"{float(sympy.re(r)):.6g}" for r in roots),
                                         claim.right)
-            roots = sympy.Poly(equation, symbol).nroots(n=15)
-            shown_roots = ", ".join(f"{complex(r):.6g}".replace("+0j", "").strip("()") for r in roots)
-            return ClaimVerdict(claim.text, "solution", INCORRECT, shown_roots or "no root", claim.right)
+            return ClaimVerdict(claim.text, "solution", INCORRECT, _roots_text(equation, symbol), claim.right)
     return ClaimVerdict(claim.text, "definition", UNVERIFIABLE, None, claim.right)
+
+
+def _roots_text(equation: sympy.Expr, symbol: sympy.Symbol) -> str:
+    roots = sympy.Poly(equation, symbol).nroots(n=15)
+    return ", ".join(f"{complex(r):.6g}".replace("+0j", "").strip("()") for r in roots) or "no root"
+
+
+def _roots_within(inner: sympy.Poly, outer: sympy.Poly) -> bool:
+    """Every root of ``inner`` is a root of ``outer`` (exact: the square-free part of inner divides outer)."""
+    return outer.rem(inner.sqf_part()).is_zero
+
+
+def _transform(claim: Claim, equation: sympy.Expr, before: tuple[Claim, sympy.Expr]) -> ClaimVerdict | None:
+    """An equation in one variable that the text derives from the equation right before it.
+
+    "0.99B + 1.01B + B = 4500. Combine like terms: 3.01B = 4500": the words between the two say
+    the second follows from the first. Valid moves keep the roots, narrow them (dividing out a
+    factor) or widen them (squaring), so the claim is incorrect only when its roots are neither
+    within nor around the earlier equation's. Cases ("x + 1 = 0 or x + 2 = 0") are not derivations.
+    """
+    (symbol,) = equation.free_symbols
+    earlier_claim, earlier = before
+    lead = claim.lead
+    if earlier.free_symbols != {symbol} or not _DERIVES.search(lead) or _CASES.search(lead) or (
+            len(lead) > MAX_DERIVATION_GAP or "=" in lead or "≈" in lead):  # a relation read as no claim in between
+        return None
+    if not (_polynomial_in(equation, symbol, MAX_TRANSFORM_DEGREE) and _polynomial_in(earlier, symbol, MAX_TRANSFORM_DEGREE)):
+        return None
+    new, old = sympy.Poly(equation, symbol), sympy.Poly(earlier, symbol)
+    if not all(p.domain.is_QQ or p.domain.is_ZZ for p in (new, old)):
+        return None
+    if _roots_within(new, old) or _roots_within(old, new):
+        return None
+    tolerance = _rounding(claim.text)
+    if tolerance and any(abs(r - s) <= tolerance * max(abs(r), abs(s)) for r in new.nroots(n=15) for s in old.nroots(n=15)):
+        return None
+    return ClaimVerdict(claim.text, "transform", INCORRECT, _roots_text(equation, symbol),
+                        f"roots of {earlier_claim.text}: {_roots_text(earlier, symbol)}")
+
+
+def _wrong_rewrite(claim: Claim, left: sympy.Expr, right: sympy.Expr, difference: sympy.Expr) -> bool:
+    """A link of a rewrite chain (``A = B = C`` after ``A = B`` was proved) that changes the expression.
+
+    Only plain rational expressions in the same variables on both sides: a radical (sign
+    conventions), a decimal (rounding) or a new variable (a substitution) leaves it unverifiable.
+    """
+    if left.free_symbols != right.free_symbols or _decimals(claim.text) or any(
+            isinstance(node, sympy.Pow) and not node.exp.is_Integer for node in sympy.preorder_traversal(difference)):
+        return False
+    return sympy.cancel(difference) != 0
 
 
 def _is_quotient(claim: Claim, right: sympy.Expr) -> bool:
@@ -121,10 +195,27 @@ def _is_quotient(claim: Claim, right: sympy.Expr) -> bool:
     return bool(match) and right.is_Integer and int(match[2]) != 0 and int(match[1]) // int(match[2]) == right
 
 
-def _check_claim(claim: Claim, previous: tuple[Claim, sympy.Expr] | None) -> tuple[ClaimVerdict, sympy.Expr | None]:
+@dataclass
+class _StepContext:
+    """What the earlier claims of a step tell a later one."""
+
+    imaginary: bool  # the step writes complex numbers (3 + 4i, i^2): read i as the imaginary unit
+    equations: list[tuple[Claim, sympy.Expr]] = field(default_factory=list)  # (claim, left - right)
+    previous: tuple[Claim, ClaimVerdict] | None = None
+
+    def continues_identity(self, claim: Claim) -> bool:
+        """Whether ``claim`` extends a chain ``A = B = C`` whose last link is a proved identity."""
+        if self.previous is None:
+            return False
+        before, verdict = self.previous
+        return (verdict.kind, verdict.verdict) == ("identity", CORRECT) and before.right == claim.left and (
+            before.sentence == claim.sentence)
+
+
+def _check_claim(claim: Claim, context: _StepContext) -> tuple[ClaimVerdict, sympy.Expr | None]:
     """The verdict of one claim, and the equation it states (``left - right``) if it is one."""
     try:
-        left, right = parse(claim.left), parse(claim.right)
+        left, right = parse(claim.left, imaginary=context.imaginary), parse(claim.right, imaginary=context.imaginary)
     except Unparsable as exc:
         return ClaimVerdict(claim.text, "unparsed", UNVERIFIABLE, None, str(exc)), None
     if not left.free_symbols and not right.free_symbols:
@@ -137,14 +228,22 @@ def _check_claim(claim: Claim, previous: tuple[Claim, sympy.Expr] | None) -> tup
         return verdict, None
     difference = sympy.expand(left - right)
     if isinstance(left, sympy.Symbol) and not right.free_symbols:
-        if previous is not None and previous[0].sentence == claim.sentence:
-            return _solution(claim, left, right, [previous[1]]), None
+        last = context.equations[-1] if context.equations else None
+        if last is not None and context.previous is not None and context.previous[0] is last[0] and (
+                last[0].sentence == claim.sentence):
+            return _solution(claim, left, right, [last[1]]), None
         return ClaimVerdict(claim.text, "definition", UNVERIFIABLE, None, claim.right), None
-    if difference == 0:
+    if difference == 0 or (difference.free_symbols and sympy.cancel(difference) == 0):
         return ClaimVerdict(claim.text, "identity", CORRECT, "0", "0"), None
     bare = isinstance(left, sympy.Symbol) or isinstance(right, sympy.Symbol)
-    if not difference.free_symbols and left.free_symbols and right.free_symbols and not bare:
-        return ClaimVerdict(claim.text, "identity", INCORRECT, str(difference), "0"), None
+    if left.free_symbols and right.free_symbols and not bare and (not difference.free_symbols or (
+            context.continues_identity(claim) and _wrong_rewrite(claim, left, right, difference))):
+        return ClaimVerdict(claim.text, "identity", INCORRECT, str(difference)[:200], "0"), None
+    if len(difference.free_symbols) == 1 and context.equations and context.previous is not None and (
+            context.previous[0] is context.equations[-1][0]):
+        transform = _transform(claim, difference, context.equations[-1])
+        if transform is not None:
+            return transform, difference
     return ClaimVerdict(claim.text, "equation", UNVERIFIABLE, None, None), difference
 
 
@@ -153,15 +252,17 @@ def verify_step(step: str) -> StepVerdict:
     if len(step) > MAX_STEP_CHARS:
         return StepVerdict(UNVERIFIABLE, (ClaimVerdict(step[:80], "too_long", UNVERIFIABLE, None, None),))
     verdicts = []
-    previous: tuple[Claim, sympy.Expr] | None = None
+    context = _StepContext(imaginary=bool(_IMAGINARY.search(step)))
     for claim in extract(step):
         try:
-            verdict, equation = _check_claim(claim, previous)
+            verdict, equation = _check_claim(claim, context)
         except Exception as exc:  # sympy on odd input: never a crash, never a flag
             verdict, equation = ClaimVerdict(claim.text, "error", UNVERIFIABLE, None,
                                              f"{type(exc).__name__}: {exc}"[:200]), None
-        previous = (claim, equation) if equation is not None else None
-        if verdict.verdict == INCORRECT and _REJECTION.search(claim.sentence):
+        if equation is not None:
+            context.equations.append((claim, equation))
+        context.previous = (claim, verdict)
+        if verdict.verdict == INCORRECT and _REJECTION.search(_CONDITION.sub("", claim.sentence, count=1)):
             verdict = ClaimVerdict(verdict.text, verdict.kind, UNVERIFIABLE, verdict.value_found,
                                    f"{verdict.value_claimed} (not asserted: tested or rejected)")
         verdicts.append(verdict)

@@ -39,6 +39,9 @@ _TOKEN = re.compile(
 # "= 6 full rotations with 90 left", "= 1 with a remainder of 77", "= 4 times ...".
 _UNCLEAN_AFTER = {"with", "remainder", "remainders", "r", "rem", "full", "whole", "complete", "times", "and", "of",
                   "plus", "minus", "less", "more", "squared", "cubed", "over", "divided", "multiplied", "left", "rest"}
+_REMAINDER = re.compile(
+    r"(?<![\w.+\-*/^(])\s*(?P<a>\d+)\s*(?:/|divided by)\s*(?P<b>\d+)\s*(?:=|is|equals)\s*(?P<q>\d+)\s*,?\s*"
+    r"(?:with\s+)?(?:a\s+)?(?:remainder|rem\.?|R|r)\s*(?:of\s+)?(?P<r>\d+)(?!\.?\d)")
 _EXPRESSION_COMMANDS = {"\\frac", "\\dfrac", "\\tfrac", "\\sqrt", "\\binom", "\\pi", "\\times", "\\cdot", "\\div"}
 
 
@@ -51,6 +54,7 @@ class Claim:
     approximate: bool
     sentence: str
     units: tuple[frozenset, frozenset] = field(default=(frozenset(), frozenset()))
+    lead: str = ""  # the text between the previous claim and this one ("" in a chain a = b = c)
 
     @property
     def text(self) -> str:
@@ -60,6 +64,8 @@ class Claim:
 def normalise(text: str) -> str:
     """Plain-text arithmetic from a step: LaTeX operators, currency and separators rewritten."""
     text = text.replace("\\left", "").replace("\\right", "").replace("\\displaystyle", "")
+    text = re.sub(r"\\\\\s*&\s*(=|\\approx)", r" \1", text)  # an aligned chain: "a &= b \\\\ &= c" is a = b = c
+    text = re.sub(r"\\(?:begin|end)\{[a-zA-Z*]+\}", "\n", text)
     text = _LATEX_SPACES.sub(" ", text)
     text = re.sub(r"\\(?:\(|\))", " ", text)
     text = re.sub(r"\\(?:\[|\])|\\\\", "\n", text)  # display math and line breaks separate formulas
@@ -67,7 +73,8 @@ def normalise(text: str) -> str:
     text = re.sub(r"\\text(?:bf|rm|it)?\{([^{}]*)\}", r" \1 ", text)
     text = re.sub(r"\\boxed\{([^{}]*)\}", r"\1", text)
     text = re.sub(r"\^\s*\{?\\circ\}?|°", "", text)
-    text = re.sub(r"\(\s*[a-zA-Z]{2,}[a-zA-Z'-]*(?:\s+[a-zA-Z'-]+)*\s*\)", " ", text)  # annotations: 10 (last night) + 45
+    # annotations, "10 (last night) + 45", but not a product or a power: 2(ab)^2
+    text = re.sub(r"(?<![\w)])\(\s*[a-zA-Z]{2,}[a-zA-Z'-]*(?:\s+[a-zA-Z'-]+)*\s*\)(?!\s*\^)", " ", text)
     text = text.replace("\\%", "%").replace("\\$", " ").replace("$", " ")
     text = text.replace("\\approx", "≈").replace("\\neq", "≠").replace("\\ne ", "≠ ")
     for sign, replacement in (("×", "*"), ("·", "*"), ("∙", "*"), ("⋅", "*"), ("÷", "/"), ("−", "-"), ("–", "-"),
@@ -126,8 +133,8 @@ def _unit_run(tokens: list[_Tok], low: int, high: int) -> bool:
     """Whether the words ``tokens[low..high]`` are units inside an expression ("3 plates *", "6 / plate")."""
     before = tokens[low - 1] if low > 0 else None
     after = tokens[high + 1] if high + 1 < len(tokens) else None
-    if before is None:
-        return False
+    if before is None or (before.kind == "number" and before.end == tokens[low].start):
+        return False  # "2cp^2": a name glued to a number is part of the expression, not a unit
     if before.kind in ("number", "close") and after is not None and after.kind in ("op", "relation"):
         return True
     return before.text == "/" and low >= 2 and tokens[low - 2].kind in ("number", "close")
@@ -142,11 +149,11 @@ def _balanced(tokens: list[_Tok]) -> bool:
     return depth == 0
 
 
-def _side(tokens: list[_Tok], index: int, step: int) -> tuple[str, frozenset, bool] | None:
+def _side(tokens: list[_Tok], index: int, step: int) -> tuple[str, frozenset, bool, int] | None:
     """The expression next to the relation at ``index``, walking ``step`` (-1 left, +1 right).
 
     Returns (the expression without its unit words, the unit words met, whether its outer
-    boundary is clean), or None when there is no expression.
+    boundary is clean, its outer offset in the text), or None when there is no expression.
     """
     kept: list[_Tok] = []
     units: set[str] = set()
@@ -190,7 +197,7 @@ def _side(tokens: list[_Tok], index: int, step: int) -> tuple[str, frozenset, bo
         return None  # a binary operator whose left operand is cut off
     clean = _clean_boundary(tokens, position, kept, step, glued, units)
     text = "".join((" " if i and kept[i - 1].end != t.start else "") + t.text for i, t in enumerate(kept))
-    return text, frozenset(units), clean
+    return text, frozenset(units), clean, kept[0].start if step == -1 else kept[-1].end
 
 
 def _clean_boundary(tokens: list[_Tok], position: int, kept: list[_Tok], step: int, glued: bool,
@@ -221,19 +228,26 @@ def _clean_boundary(tokens: list[_Tok], position: int, kept: list[_Tok], step: i
     return boundary.kind not in ("number", "letter", "open", "close", "op")  # stopped by _joins: it may continue
 
 
+def _remainder_claims(text: str) -> list[Claim]:
+    """``a ÷ b = q with a remainder of r`` read as the claim ``a = b * q + r``."""
+    return [Claim(m["a"], f"{m['b']} * {m['q']} + {m['r']}", False, _sentence(text, m.start()))
+            for m in _REMAINDER.finditer(text)]
+
+
 def extract(step: str) -> list[Claim]:
-    """Every claim of ``step`` whose two sides are complete expressions."""
+    """Every claim of ``step`` whose two sides are complete expressions, then its division remainders."""
     text = normalise(step)
     tokens = _tokens(text)
     claims = []
+    previous_end = 0
     for index, token in enumerate(tokens):
         if token.kind != "relation":
             continue
         left, right = _side(tokens, index, -1), _side(tokens, index, 1)
         if left is None or right is None or not (left[2] and right[2]):
             continue
-        left_text, l_units, _ = left
-        right_text, r_units, _ = right
+        left_text, l_units, _, start = left
+        right_text, r_units, _, end = right
         if (l_units | r_units) & MULTIPLIER_UNITS:
             continue
         stems = lambda units: {u.rstrip("s") for u in units}  # noqa: E731
@@ -241,5 +255,7 @@ def extract(step: str) -> list[Claim]:
             continue
         sentence = _sentence(text, token.start)
         approximate = token.text == "≈" or bool(APPROXIMATE_WORDS.search(sentence))
-        claims.append(Claim(left_text, right_text, approximate, sentence, (l_units, r_units)))
-    return claims
+        claims.append(Claim(left_text, right_text, approximate, sentence, (l_units, r_units),
+                            text[previous_end:start].strip() if start >= previous_end else ""))
+        previous_end = end
+    return claims + _remainder_claims(text)
