@@ -67,6 +67,8 @@ CASES = [
     ("410 ÷ 333 = 1 with a remainder of 77", "correct"),
     (r"Divide 706 by 7: \(706 \div 7 = 101\) with a remainder of 1.", "incorrect"),
     ("1529 divided by 6 is 254 R 5", "correct"),
+    ("because 187 = 13 * 14 and 77 = 7 * 11", "incorrect"),
+    ("She walked 2 + 1 = 3 and 1/2 miles", "unverifiable"),
     # aligned chains, complex numbers, derivations between equations
     ("\\begin{align*} x^2 + x^3 + 2x^2 - 3x^2 + 3x &= x^3 + (x^2 - 3x^2 + 2x^2) + 3x \\\\ &= x^3 + (-3x^2 + 2x^2) + 3x "
      "\\end{align*}", "incorrect"),

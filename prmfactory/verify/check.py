@@ -47,7 +47,7 @@ _DECIMALS = re.compile(r"\d+\.(\d+)")
 _DECIMAL_NUMBERS = re.compile(r"(\d+)\.(\d+)")
 # Words between two equations that say the second is derived from the first, and words that say
 # they are separate cases or conditions instead.
-_DERIVES = re.compile(r"simplif|combin|collect|rearrang|becomes|gives|giving|yields|we get|subtract|divid|multiply|"
+_DERIVES = re.compile(r"simplif|combin|collect|rearrang|factor|becomes|gives|giving|yields|we get|we have|subtract|divid|multiply|"
                       r"expand|\\Rightarrow|\\implies|⇒|→|=>", re.IGNORECASE)
 _CASES = re.compile(r"\b(or|and|case|cases|either|other|another|also|second|roots?|factors?|solutions?|zeros?|numerator|denominator)\b",
                     re.IGNORECASE)

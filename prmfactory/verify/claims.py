@@ -37,8 +37,11 @@ _TOKEN = re.compile(
     r"|(?P<space>\s+)|(?P<other>.)")
 # Words right after a claimed value that make it something else than the value of the left side:
 # "= 6 full rotations with 90 left", "= 1 with a remainder of 77", "= 4 times ...".
-_UNCLEAN_AFTER = {"with", "remainder", "remainders", "r", "rem", "full", "whole", "complete", "times", "and", "of",
+_UNCLEAN_AFTER = {"with", "remainder", "remainders", "r", "rem", "full", "whole", "complete", "times", "of",
                   "plus", "minus", "less", "more", "squared", "cubed", "over", "divided", "multiplied", "left", "rest"}
+# Words after which a bare number starts a claim ("because 187 = 13 * 14") rather than ends a label.
+_ASSERTING_WORDS = {"because", "since", "so", "thus", "hence", "therefore", "then", "that", "get", "gives", "have",
+                    "has", "is", "are", "was", "were", "yields", "becomes", "obtain", "see", "note"}
 _REMAINDER = re.compile(
     r"(?<![\w.+\-*/^(])\s*(?P<a>\d+)\s*(?:/|divided by)\s*(?P<b>\d+)\s*(?:=|is|equals)\s*(?P<q>\d+)\s*,?\s*"
     r"(?:with\s+)?(?:a\s+)?(?:remainder|rem\.?|R|r)\s*(?:of\s+)?(?P<r>\d+)(?!\.?\d)")
@@ -211,11 +214,15 @@ def _clean_boundary(tokens: list[_Tok], position: int, kept: list[_Tok], step: i
         if glued:
             return False  # a name glued to the expression: 68AC, (lw + ...)
         if step == -1:
-            if len(kept) == 1 and kept[0].kind == "number":
+            if len(kept) == 1 and kept[0].kind == "number" and word not in _ASSERTING_WORDS:
                 return False  # "Multiples of 3 or 5 = 100 + 60": a bare number after a word belongs to a label
-            return word not in OPERATOR_WORDS and tokens[position + 1].kind != "open"  # not "of 18", not sin(30)
-        if word in _UNCLEAN_AFTER or (position + 1 < len(tokens) and tokens[position + 1].kind == "open"):
+            function_call = tokens[position + 1].kind == "open" and boundary.end == tokens[position + 1].start
+            return word not in OPERATOR_WORDS and not function_call  # not "of 18", not sin(30)
+        following = tokens[position + 1:position + 3]
+        if word in _UNCLEAN_AFTER or (following and following[0].kind == "open"):
             return False
+        if word == "and" and following and (following[0].text == "\\frac" or [t.text for t in following][1:] == ["/"]):
+            return False  # "= 3 and 1/2": a mixed number in words
         if kept[-1].kind in ("number", "close"):
             units.add(word)  # "= 800 gallons"
         return True
