@@ -10,6 +10,7 @@
 Also reports tokens generated per step label (nodes with an MC estimate) for omegaprm and mc.
 
 Usage: python benchmarks/mcts_throughput.py [--questions 32] [--openr-questions 4] [--policy toy]
+       [--compile] [--max-num-seqs 256]
 """
 
 from __future__ import annotations
@@ -107,13 +108,16 @@ async def timed_search(run_dir: Path, rows, config, engine, checker) -> tuple[fl
 
 async def main(args) -> dict:
     policy = resolve_model(args.policy)
+    engine_config = EngineConfig(dtype="float32", max_model_len=512, block_size=32, enforce_eager=not args.compile,
+                                 max_num_seqs=args.max_num_seqs)
     config = MctsConfig(policy=policy, rollouts=args.rollouts, budget=args.budget, max_new_tokens=256,
                         temperature=0.8, quiet=True, concurrency=args.questions, num_solutions=args.num_solutions,
-                        engine=EngineConfig(dtype="float32", max_model_len=512, block_size=32))
+                        engine=engine_config)
     rows = problems_rows(args.questions)
     result: dict = {"policy": args.policy, "questions": args.questions, "rollouts": args.rollouts,
-                    "budget": args.budget}
-    engine = VllmEngine(policy, seed=0, dtype="float32", max_model_len=512, kv_cache_gib=1.0, block_size=32)
+                    "budget": args.budget, "compiled": args.compile, "max_num_seqs": args.max_num_seqs}
+    engine = VllmEngine(policy, seed=0, **engine_config.model_dump(include={
+        "dtype", "max_model_len", "kv_cache_gib", "block_size", "enforce_eager", "max_num_seqs"}))
     with AnswerChecker() as checker, tempfile.TemporaryDirectory() as scratch:
         for strategy in ("omegaprm", "mc"):
             recorder = RecordingEngine(engine)
@@ -156,5 +160,7 @@ if __name__ == "__main__":
     parser.add_argument("--rollouts", type=int, default=8)
     parser.add_argument("--budget", type=int, default=48)
     parser.add_argument("--num-solutions", type=int, default=2, help="mc: solutions per question")
+    parser.add_argument("--compile", action="store_true", help="let vLLM compile the model (enforce_eager=False)")
+    parser.add_argument("--max-num-seqs", type=int, default=256, help="the engine's batch limit")
     print(json.dumps(asyncio.run(main(parser.parse_args())), indent=1))
     sys.stdout.flush()

@@ -5,7 +5,7 @@
 * Judge: exact first-error accuracy on solutions sampled from the policy (T=1.0), greedy
   decoding, against the majority-label baseline (always answering the most common label).
 
-Usage: python benchmarks/toy_models.py [--problems 500]
+Usage: python benchmarks/toy_models.py [--problems 500] [--policy toy] [--judge toy-judge]
 """
 
 from __future__ import annotations
@@ -45,13 +45,15 @@ def policy_stats(problems, solutions) -> dict:
 async def main(args) -> dict:
     problems = generate(args.problems, "test", args.seed)
     result: dict = {"problems": len(problems), "policy": {}}
-    policy = VllmEngine(resolve_model("toy"), seed=args.seed, dtype="float32", max_model_len=512, block_size=32)
+    policy = VllmEngine(resolve_model(args.policy), seed=args.seed, dtype="float32", max_model_len=512, block_size=32)
     for temperature in (0.7, 0.8, 1.0):
         solutions = await sample(policy, problems, temperature)
         result["policy"][f"T={temperature}"] = policy_stats(problems, solutions)
     judged = [s for s in solutions if s]  # the T=1.0 samples
     await policy.close()
-    judge = VllmEngine(resolve_model("toy-judge"), seed=args.seed, dtype="float32", max_model_len=512, block_size=32)
+    if args.policy_only:
+        return result
+    judge = VllmEngine(resolve_model(args.judge), seed=args.seed, dtype="float32", max_model_len=512, block_size=32)
     spec = SamplingSpec(n=1, temperature=0.0, max_tokens=200)
     pairs = [(p, s) for p, s in zip(problems, solutions) if s]
     outputs = await asyncio.gather(*(judge.generate(Prompt((Message("user", judge_prompt(p.text, s)),)), spec)
@@ -76,4 +78,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--problems", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--policy", default="toy", help="the policy to measure (a path, or toy)")
+    parser.add_argument("--judge", default="toy-judge", help="the judge to measure (a path, or toy-judge)")
+    parser.add_argument("--policy-only", action="store_true", help="measure the policy only")
     print(json.dumps(asyncio.run(main(parser.parse_args())), indent=1))

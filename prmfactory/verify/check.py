@@ -10,6 +10,13 @@ Verdict per claim, from :mod:`prmfactory.verify.claims`:
   constant is an incorrect rewrite, anything else is an equation being set up or solved.
 * **solution** ``v = number`` after an equation in ``v`` alone within the same step: substituted
   into that equation.
+* **rewrite chains** ``A = B = C`` (also ``align`` environments): once ``A = B`` is proved an
+  identity, a later link that changes a rational expression is an incorrect rewrite.
+* **derivations** between equations in one variable that the words between them call a
+  derivation ("combine like terms", "factoring", "⇒"): incorrect when the roots are neither kept,
+  narrowed nor widened.
+* **complex numbers** where the step writes them (``3 + 4i``, ``i^2``), **remainders**
+  (``a ÷ b = q remainder r`` is ``a = b·q + r``).
 
 A claim that would be "incorrect" but stands in a sentence that tests, supposes or rejects it
 ("if", "not", "≠", "which does not work", a question) is "unverifiable": the step is not asserting
@@ -22,7 +29,7 @@ All of this runs in a :class:`prmfactory.sandbox.BoundedWorker` — see :class:`
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Sequence
 
 import sympy
@@ -43,8 +50,7 @@ _REJECTION = re.compile(
     r"n't\b", re.IGNORECASE)
 # A leading condition with no relation in it ("If Sam had 70 loaves, then ..."): the claim after it is asserted.
 _CONDITION = re.compile(r"^\s*(?:if|since|given|assuming|suppose)\b[^,=≈]*,\s*", re.IGNORECASE)
-_DECIMALS = re.compile(r"\d+\.(\d+)")
-_DECIMAL_NUMBERS = re.compile(r"(\d+)\.(\d+)")
+_DECIMALS = re.compile(r"(\d+)\.(\d+)")
 # Words between two equations that say the second is derived from the first, and words that say
 # they are separate cases or conditions instead.
 _DERIVES = re.compile(r"simplif|combin|collect|rearrang|factor|becomes|gives|giving|yields|we get|we have|subtract|divid|multiply|"
@@ -73,13 +79,12 @@ class StepVerdict:
 
 
 def _decimals(text: str) -> int:
-    found = _DECIMALS.findall(text)
-    return max((len(d) for d in found), default=0)
+    return max((len(decimals) for _, decimals in _DECIMALS.findall(text)), default=0)
 
 
 def _rounding(text: str) -> float:
     """Relative error that rounding the decimals shown in ``text`` may cause ("0.33x = 2" after "x/3 = 2")."""
-    return sum(0.5 * 10.0 ** -len(d) / max(float(f"{i}.{d}"), 1e-9) for i, d in _DECIMAL_NUMBERS.findall(text))
+    return sum(0.5 * 10.0 ** -len(d) / max(float(f"{i}.{d}"), 1e-9) for i, d in _DECIMALS.findall(text))
 
 
 def _show(value: sympy.Expr) -> str:
@@ -200,8 +205,8 @@ class _StepContext:
     """What the earlier claims of a step tell a later one."""
 
     imaginary: bool  # the step writes complex numbers (3 + 4i, i^2): read i as the imaginary unit
-    equations: list[tuple[Claim, sympy.Expr]] = field(default_factory=list)  # (claim, left - right)
     previous: tuple[Claim, ClaimVerdict] | None = None
+    previous_equation: tuple[Claim, sympy.Expr] | None = None  # (claim, left - right) if the previous claim is one
 
     def continues_identity(self, claim: Claim) -> bool:
         """Whether ``claim`` extends a chain ``A = B = C`` whose last link is a proved identity."""
@@ -228,10 +233,9 @@ def _check_claim(claim: Claim, context: _StepContext) -> tuple[ClaimVerdict, sym
         return verdict, None
     difference = sympy.expand(left - right)
     if isinstance(left, sympy.Symbol) and not right.free_symbols:
-        last = context.equations[-1] if context.equations else None
-        if last is not None and context.previous is not None and context.previous[0] is last[0] and (
-                last[0].sentence == claim.sentence):
-            return _solution(claim, left, right, [last[1]]), None
+        before = context.previous_equation
+        if before is not None and before[0].sentence == claim.sentence:
+            return _solution(claim, left, right, [before[1]]), None
         return ClaimVerdict(claim.text, "definition", UNVERIFIABLE, None, claim.right), None
     if difference == 0 or (difference.free_symbols and sympy.cancel(difference) == 0):
         return ClaimVerdict(claim.text, "identity", CORRECT, "0", "0"), None
@@ -239,9 +243,8 @@ def _check_claim(claim: Claim, context: _StepContext) -> tuple[ClaimVerdict, sym
     if left.free_symbols and right.free_symbols and not bare and (not difference.free_symbols or (
             context.continues_identity(claim) and _wrong_rewrite(claim, left, right, difference))):
         return ClaimVerdict(claim.text, "identity", INCORRECT, str(difference)[:200], "0"), None
-    if len(difference.free_symbols) == 1 and context.equations and context.previous is not None and (
-            context.previous[0] is context.equations[-1][0]):
-        transform = _transform(claim, difference, context.equations[-1])
+    if len(difference.free_symbols) == 1 and context.previous_equation is not None:
+        transform = _transform(claim, difference, context.previous_equation)
         if transform is not None:
             return transform, difference
     return ClaimVerdict(claim.text, "equation", UNVERIFIABLE, None, None), difference
@@ -259,9 +262,7 @@ def verify_step(step: str) -> StepVerdict:
         except Exception as exc:  # sympy on odd input: never a crash, never a flag
             verdict, equation = ClaimVerdict(claim.text, "error", UNVERIFIABLE, None,
                                              f"{type(exc).__name__}: {exc}"[:200]), None
-        if equation is not None:
-            context.equations.append((claim, equation))
-        context.previous = (claim, verdict)
+        context.previous, context.previous_equation = (claim, verdict), (claim, equation) if equation is not None else None
         if verdict.verdict == INCORRECT and _REJECTION.search(_CONDITION.sub("", claim.sentence, count=1)):
             verdict = ClaimVerdict(verdict.text, verdict.kind, UNVERIFIABLE, verdict.value_found,
                                    f"{verdict.value_claimed} (not asserted: tested or rejected)")
