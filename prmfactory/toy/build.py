@@ -52,7 +52,7 @@ class ToyBuildConfig(StageConfig):
     intermediate_size: int = Field(384, description="MLP width.")
     max_length: int = Field(512, description="Context length of the models.")
     policy_problems: int = Field(30000, description="Training problems for the policy.")
-    policy_steps: int = Field(3600, description="Optimizer steps for the policy.")
+    policy_steps: int = Field(3000, description="Optimizer steps for the policy.")
     policy_lr: float = Field(3e-3, description="Peak learning rate (cosine schedule).")
     batch_size: int = Field(16, description="Sequences per step.")
     judge_corrupted: int = Field(6000, description="Critique examples made by corrupting references.")

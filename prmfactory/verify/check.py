@@ -191,7 +191,13 @@ def _wrong_rewrite(claim: Claim, left: sympy.Expr, right: sympy.Expr, difference
     if left.free_symbols != right.free_symbols or _decimals(claim.text) or any(
             isinstance(node, sympy.Pow) and not node.exp.is_Integer for node in sympy.preorder_traversal(difference)):
         return False
-    return sympy.cancel(difference) != 0
+    return (sympy.cancel(difference) if _rational_function(difference) else difference) != 0
+
+
+def _rational_function(expression: sympy.Expr) -> bool:
+    """Whether a variable stands in a denominator (only then can ``cancel`` find a zero ``expand`` missed)."""
+    return any(isinstance(node, sympy.Pow) and node.exp.is_negative and node.base.free_symbols
+               for node in sympy.preorder_traversal(expression))
 
 
 def _is_quotient(claim: Claim, right: sympy.Expr) -> bool:
@@ -237,7 +243,7 @@ def _check_claim(claim: Claim, context: _StepContext) -> tuple[ClaimVerdict, sym
         if before is not None and before[0].sentence == claim.sentence:
             return _solution(claim, left, right, [before[1]]), None
         return ClaimVerdict(claim.text, "definition", UNVERIFIABLE, None, claim.right), None
-    if difference == 0 or (difference.free_symbols and sympy.cancel(difference) == 0):
+    if difference == 0 or (_rational_function(difference) and sympy.cancel(difference) == 0):
         return ClaimVerdict(claim.text, "identity", CORRECT, "0", "0"), None
     bare = isinstance(left, sympy.Symbol) or isinstance(right, sympy.Symbol)
     if left.free_symbols and right.free_symbols and not bare and (not difference.free_symbols or (
