@@ -538,7 +538,7 @@ def toy_processbench(
 @toy_app.command("build")
 @handled
 def toy_build(
-    retrain: Annotated[bool, typer.Option(help="Retrain both models from the recipe (about 40 minutes on 2 cores).")] = False,
+    retrain: Annotated[bool, typer.Option(help="Retrain both models from the recipe (about an hour, one core).")] = False,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Recipe YAML.", exists=True, dir_okay=False)] = None,
 ) -> None:
     """Print the local paths of the toy policy and judge (rebuild them with --retrain)."""

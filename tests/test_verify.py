@@ -67,6 +67,7 @@ CASES = [
     ("410 ÷ 333 = 1 with a remainder of 77", "correct"),
     (r"Divide 706 by 7: \(706 \div 7 = 101\) with a remainder of 1.", "incorrect"),
     ("1529 divided by 6 is 254 R 5", "correct"),
+    ("5 + 706 ÷ 7 = 101 r 1", "unverifiable"),
     ("because 187 = 13 * 14 and 77 = 7 * 11", "incorrect"),
     ("She walked 2 + 1 = 3 and 1/2 miles", "unverifiable"),
     # aligned chains, complex numbers, derivations between equations

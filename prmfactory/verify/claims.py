@@ -43,7 +43,7 @@ _UNCLEAN_AFTER = {"with", "remainder", "remainders", "r", "rem", "full", "whole"
 _ASSERTING_WORDS = {"because", "since", "so", "thus", "hence", "therefore", "then", "that", "get", "gives", "have",
                     "has", "is", "are", "was", "were", "yields", "becomes", "obtain", "see", "note"}
 _REMAINDER = re.compile(
-    r"(?<![\w.+\-*/^(])\s*(?P<a>\d+)\s*(?:/|divided by)\s*(?P<b>\d+)\s*(?:=|is|equals)\s*(?P<q>\d+)\s*,?\s*"
+    r"(?P<a>(?<![\w.])\d+)\s*(?:/|divided by)\s*(?P<b>\d+)\s*(?:=|is|equals)\s*(?P<q>\d+)\s*,?\s*"
     r"(?:with\s+)?(?:a\s+)?(?:remainder|rem\.?|R|r)\s*(?:of\s+)?(?P<r>\d+)(?!\.?\d)")
 _EXPRESSION_COMMANDS = {"\\frac", "\\dfrac", "\\tfrac", "\\sqrt", "\\binom", "\\pi", "\\times", "\\cdot", "\\div"}
 
@@ -238,7 +238,7 @@ def _clean_boundary(tokens: list[_Tok], position: int, kept: list[_Tok], step: i
 def _remainder_claims(text: str) -> list[Claim]:
     """``a ÷ b = q with a remainder of r`` read as the claim ``a = b * q + r``."""
     return [Claim(m["a"], f"{m['b']} * {m['q']} + {m['r']}", False, _sentence(text, m.start()))
-            for m in _REMAINDER.finditer(text)]
+            for m in _REMAINDER.finditer(text) if text[:m.start()].rstrip()[-1:] not in tuple("+-*/^(")]
 
 
 def extract(step: str) -> list[Claim]:
