@@ -93,12 +93,16 @@ def _show(value: sympy.Expr) -> str:
     return str(value)[:200]
 
 
+def _has_radical(*expressions: sympy.Expr) -> bool:
+    """Whether a power with a non-integer exponent (a root) appears in any of ``expressions``."""
+    return any(isinstance(node, sympy.Pow) and not node.exp.is_Integer
+               for expression in expressions for node in sympy.preorder_traversal(expression))
+
+
 def _exact_complex(claim: Claim, left: sympy.Expr, right: sympy.Expr) -> bool:
     """Whether a mismatch between non-real values is exact: no decimals, no approximation, no radicals
     (``\\sqrt[3]{-8}`` is -2 to the writer and a complex principal root to sympy)."""
-    radicals = any(isinstance(node, sympy.Pow) and not node.exp.is_Integer
-                   for side in (left, right) for node in sympy.preorder_traversal(side))
-    return not (radicals or claim.approximate or _decimals(claim.left) or _decimals(claim.right))
+    return not (_has_radical(left, right) or claim.approximate or _decimals(claim.left) or _decimals(claim.right))
 
 
 def _arithmetic(claim: Claim, left: sympy.Expr, right: sympy.Expr) -> ClaimVerdict:
@@ -144,8 +148,9 @@ def _solution(claim: Claim, symbol: sympy.Symbol, value: sympy.Expr, equations: 
     return ClaimVerdict(claim.text, "definition", UNVERIFIABLE, None, claim.right)
 
 
-def _roots_text(equation: sympy.Expr, symbol: sympy.Symbol) -> str:
-    roots = sympy.Poly(equation, symbol).nroots(n=15)
+def _roots_text(equation: sympy.Expr, symbol: sympy.Symbol, roots: list | None = None) -> str:
+    """The roots of ``equation`` for the evidence (``roots`` when the caller has computed them)."""
+    roots = sympy.Poly(equation, symbol).nroots(n=15) if roots is None else roots
     return ", ".join(f"{complex(r):.6g}".replace("+0j", "").strip("()") for r in roots) or "no root"
 
 
@@ -175,11 +180,12 @@ def _transform(claim: Claim, equation: sympy.Expr, before: tuple[Claim, sympy.Ex
         return None
     if _roots_within(new, old) or _roots_within(old, new):
         return None
+    new_roots, old_roots = new.nroots(n=15), old.nroots(n=15)
     tolerance = _rounding(claim.text)
-    if tolerance and any(abs(r - s) <= tolerance * max(abs(r), abs(s)) for r in new.nroots(n=15) for s in old.nroots(n=15)):
+    if tolerance and any(abs(r - s) <= tolerance * max(abs(r), abs(s)) for r in new_roots for s in old_roots):
         return None
-    return ClaimVerdict(claim.text, "transform", INCORRECT, _roots_text(equation, symbol),
-                        f"roots of {earlier_claim.text}: {_roots_text(earlier, symbol)}")
+    return ClaimVerdict(claim.text, "transform", INCORRECT, _roots_text(equation, symbol, new_roots),
+                        f"roots of {earlier_claim.text}: {_roots_text(earlier, symbol, old_roots)}")
 
 
 def _wrong_rewrite(claim: Claim, left: sympy.Expr, right: sympy.Expr, difference: sympy.Expr) -> bool:
@@ -188,8 +194,7 @@ def _wrong_rewrite(claim: Claim, left: sympy.Expr, right: sympy.Expr, difference
     Only plain rational expressions in the same variables on both sides: a radical (sign
     conventions), a decimal (rounding) or a new variable (a substitution) leaves it unverifiable.
     """
-    if left.free_symbols != right.free_symbols or _decimals(claim.text) or any(
-            isinstance(node, sympy.Pow) and not node.exp.is_Integer for node in sympy.preorder_traversal(difference)):
+    if left.free_symbols != right.free_symbols or _decimals(claim.text) or _has_radical(difference):
         return False
     return (sympy.cancel(difference) if _rational_function(difference) else difference) != 0
 
