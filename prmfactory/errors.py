@@ -13,3 +13,7 @@ class UsageError(PrmfactoryError):
     """Bad input or usage (a malformed file, a conflicting flag); exit code 2."""
 
     exit_code = 2
+
+
+class PromptTooLong(PrmfactoryError):
+    """A prompt that leaves no room to generate in the model's context; a stage may skip that item."""

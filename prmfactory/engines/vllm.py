@@ -14,7 +14,7 @@ import os
 from typing import Any
 
 from prmfactory.engines.base import Completion, EngineStats, Prompt, SamplingSpec, prompt_token_ids, replicate
-from prmfactory.errors import PrmfactoryError
+from prmfactory.errors import PrmfactoryError, PromptTooLong
 
 
 # vLLM logs every request at INFO, to stdout; keep the stage's progress readable and stdout for
@@ -58,7 +58,7 @@ class VllmEngine:
         ids = self.prompt_ids(prompt)
         room = self.max_model_len - len(ids)
         if room <= 0:
-            raise PrmfactoryError(f"prompt of {len(ids)} tokens leaves no room in max_model_len {self.max_model_len}")
+            raise PromptTooLong(f"prompt of {len(ids)} tokens leaves no room in max_model_len {self.max_model_len}")
         params = SamplingParams(n=spec.distinct_samples, temperature=spec.temperature, top_p=spec.top_p,
                                 max_tokens=min(spec.max_tokens, room), stop=list(spec.stop) or None,
                                 include_stop_str_in_output=bool(spec.stop), output_kind=RequestOutputKind.FINAL_ONLY)

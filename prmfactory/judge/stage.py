@@ -26,7 +26,7 @@ from pydantic import Field
 from prmfactory.config import EngineConfig, StageConfig, runtime_field
 from prmfactory.engines import open_engine
 from prmfactory.engines.base import Engine, Message, Prompt, SamplingSpec, run_all
-from prmfactory.errors import UsageError
+from prmfactory.errors import PromptTooLong, UsageError
 from prmfactory.judge.parse import PARSERS, majority
 from prmfactory.judge.render import DEFAULT_TEMPLATES, TOY_TEMPLATE, render
 from prmfactory.progress import stage_progress
@@ -80,12 +80,17 @@ async def judge_questions(run: Run, solutions: dict[str, list[dict[str, Any]]], 
     spec = SamplingSpec(n=config.votes, temperature=config.temperature, max_tokens=config.max_new_tokens)
     slots = asyncio.Semaphore(config.concurrency)
     buffer = CommitBuffer(run, ["judgements"], config.commit_every)
-    counts = {"solutions": 0, "flagged": 0, "malformed_outputs": 0}
+    counts = {"solutions": 0, "flagged": 0, "malformed_outputs": 0, "too_long": 0}
 
     async def judge_one(question_id: str, node: dict[str, Any]) -> dict[str, Any]:
         prompt = Prompt((Message("user", render(template, problems[question_id], node["steps"])),))
         async with slots:
-            completions = await engine.generate(prompt, spec)
+            try:
+                completions = await engine.generate(prompt, spec)
+            except PromptTooLong as exc:  # a long solution gets no votes; the stage goes on
+                LOG.warning("%s node %s not judged: %s", question_id, node["node_id"], exc)
+                counts["too_long"] += 1
+                completions = []
         return judgement_row(question_id, node["node_id"], config, [c.text for c in completions], len(node["steps"]))
 
     async def question(question_id: str, nodes: list[dict[str, Any]]) -> None:
