@@ -24,7 +24,8 @@ import time
 from pathlib import Path
 
 from prmfactory.answers import AnswerChecker
-from prmfactory.config import EngineConfig, MctsConfig
+from prmfactory.config import EngineConfig
+from prmfactory.search.config import MctsConfig
 from prmfactory.engines.base import Completion, EngineStats, Prompt, SamplingSpec, prompt_token_ids
 from prmfactory.engines.vllm import VllmEngine
 from prmfactory.search.stage import search_questions
@@ -99,7 +100,7 @@ async def timed_search(run_dir: Path, rows, config, engine, checker) -> tuple[fl
     run = Run(run_dir)
     started = time.perf_counter()
     with run.writing():
-        await search_questions(run, rows, config, engine, checker)
+        await search_questions(run.commit, rows, config, engine, checker)
     seconds = time.perf_counter() - started
     nodes = run.read("nodes").to_pylist()
     labels = sum(1 for n in nodes if n["depth"] > 0 and n["num_rollouts"] > 0)

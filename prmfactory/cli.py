@@ -8,10 +8,11 @@ usage) or 1 (failure).
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Callable, Optional
+from typing import Annotated, Any, Callable, Optional
 
 import typer
 
@@ -50,43 +51,68 @@ def handled(fn: Callable) -> Callable:
     return wrapper
 
 
-@app.command()
-@handled
-def mcts(
-    input: opt.InputOpt,
-    output: opt.OutputRunOpt,
-    policy: Annotated[Optional[str], typer.Option(help="Policy model id or local path (`toy` for the toy policy).")] = None,
-    strategy: Annotated[Optional[str], typer.Option(help="omegaprm (default) or mc (Math-Shepherd).")] = None,
-    rollouts: Annotated[Optional[int], typer.Option(help="k: rollouts per Monte-Carlo estimate.")] = None,
-    budget: Annotated[Optional[int], typer.Option(help="OmegaPRM: most rollouts per question.")] = None,
-    num_solutions: Annotated[Optional[int], typer.Option(help="mc: solutions per question.")] = None,
-    temperature: Annotated[Optional[float], typer.Option(help="Sampling temperature.")] = None,
-    max_new_tokens: Annotated[Optional[int], typer.Option(help="Longest rollout in tokens.")] = None,
-    segmentation: Annotated[Optional[str], typer.Option(help="blank_line (default) or step_prefix.")] = None,
-    base_url: Annotated[Optional[str], typer.Option(help="Use an OpenAI-compatible server instead of in-process vLLM.")] = None,
-    concurrency: Annotated[Optional[int], typer.Option(help="Questions searched at once.")] = None,
-    input_format: opt.FormatOpt = "auto",
-    config: opt.ConfigOpt = None,
-    limit: opt.LimitOpt = None,
-    seed: opt.SeedOpt = None,
-    force: opt.ForceOpt = False,
-    skip_invalid: opt.SkipInvalidOpt = False,
-    quiet: opt.QuietOpt = False,
-) -> None:
-    """Search solution trees with a policy LLM and estimate per-step Monte-Carlo values."""
-    from prmfactory.config import MctsConfig, build_config
-    from prmfactory.search.stage import run_mcts
+def stage_command(command: str, stage: str, params: list[inspect.Parameter], help: str,
+                  skip: tuple[str, ...] = ()) -> Callable:
+    """Register ``command``: ``params`` (its own options), ``--config``, ``--set`` and one option per field
+    of the stage's config model. The decorated body gets its own options and a ``build(extra)`` that
+    makes the stage config from the config file, ``--set``, ``extra`` and the flags given, in that order."""
+
+    def register(body: Callable[[dict[str, Any], Callable[[dict[str, Any]], Any]], None]) -> Callable:
+        from prmfactory.stages import config_model
+
+        model = config_model(stage)
+        own = [p.name for p in params]
+        common = [_parameter("config", opt.ConfigOpt), _parameter("set_values", opt.SetOpt)]
+        generated = opt.config_parameters(model, skip={*own, *skip})
+
+        def run_command(**kwargs: Any) -> None:
+            from prmfactory.config import build_config, merge
+
+            config_file, sets = kwargs.pop("config"), kwargs.pop("set_values") or []
+            given = {name: kwargs.pop(name) for name in own}
+
+            def build(extra: dict[str, Any]) -> Any:
+                values = opt.parse_sets(model, sets)
+                merge(values, extra)
+                merge(values, kwargs)
+                return build_config(model, stage, config_file, values)
+
+            body(given, build)
+
+        run_command.__signature__ = inspect.Signature([*params, *common, *generated])  # type: ignore[attr-defined]
+        run_command.__doc__ = help
+        run_command.__name__ = command.replace("-", "_")
+        app.command(command)(handled(run_command))
+        return body
+
+    return register
+
+
+def _parameter(name: str, annotation: Any, default: Any = None) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+
+
+def _engine_flags(base_url: str | None) -> dict[str, Any]:
+    return {"engine": {"backend": "openai", "base_url": base_url}} if base_url else {}
+
+
+BaseUrlOpt = Annotated[Optional[str], typer.Option(help="Use an OpenAI-compatible server instead of in-process vLLM "
+                                                         "(sets engine.backend=openai, engine.base_url).")]
+
+
+@stage_command("mcts", "mcts", [
+    _parameter("input", opt.InputOpt, inspect.Parameter.empty), _parameter("output", opt.OutputRunOpt, inspect.Parameter.empty),
+    _parameter("input_format", opt.FormatOpt, "auto"), _parameter("skip_invalid", opt.SkipInvalidOpt, False),
+    _parameter("base_url", BaseUrlOpt), _parameter("force", opt.ForceOpt, False)],
+    "Search solution trees with a policy LLM and estimate per-step Monte-Carlo values.")
+def _mcts(given: dict[str, Any], build: Callable) -> None:
+    from prmfactory.stages import StageInput, execute
     from prmfactory.store import Run
 
-    _check_format(input_format)
-    engine = {"backend": "openai", "base_url": base_url} if base_url else {}
-    flags = dict(policy=policy, strategy=strategy, rollouts=rollouts, budget=budget, num_solutions=num_solutions,
-                 temperature=temperature, max_new_tokens=max_new_tokens, segmentation=segmentation,
-                 concurrency=concurrency, limit=limit, seed=seed, quiet=quiet or None, engine=engine)
-    stage_config = build_config(MctsConfig, "mcts", config, flags)
-    report = run_mcts(Run(output), stage_config, input, input_format=input_format, skip_invalid=skip_invalid,
-                      force=force)
-    _print_report(output, report)
+    _check_format(given["input_format"])
+    config = build(_engine_flags(given["base_url"]))
+    source = StageInput(given["input"], given["input_format"], given["skip_invalid"])
+    _print_report(given["output"], execute("mcts", Run(given["output"]), config, force=given["force"], source=source))
 
 
 def _check_format(value: str) -> None:
@@ -97,152 +123,107 @@ def _check_format(value: str) -> None:
         raise UsageError(f"--format: expected one of {', '.join(FORMATS)}, got {value!r}")
 
 
-def _print_report(run: Path, report: dict) -> None:
-    """One or two lines about a finished stage: counts, engine throughput, where the report is."""
+def _print_report(run: Path, report) -> None:
+    """One or two lines about a finished stage: counts, drops, engine throughput, where the report is."""
     from prmfactory.progress import console
 
-    parts = []
-    for key in ("problems", "questions", "solutions"):
-        if key in report:
-            parts.append(f"{report[key]} {key} ({report.get('skipped_done', 0)} already done)")
-            break
-    for key in ("statuses", "verdicts", "counts", "rule_dropped"):
-        parts += [f"{k} {v}" for k, v in (report.get(key) or {}).items()]
-    if "rows_out" in report:
-        parts.append(f"{report['rows_out']} training rows, keep-rate {report.get('keep_rate')}")
-    console.print(f"[bold]{report['stage']}[/bold] done in {report.get('wall_seconds', 0)} s: " + "; ".join(parts))
-    engine = report.get("engine") or {}
+    parts = [f"{report.rows_in} in ({report.skipped_done} already done), {report.rows_out} rows out"]
+    parts += [f"{k} {v}" for k, v in report.counts.items()]
+    parts += [f"dropped {k} {v}" for k, v in report.dropped.items()]
+    if report.discarded:
+        parts.append("discarded " + ", ".join(f"{d} ({n} shards)" for d, n in report.discarded.items()))
+    console.print(f"[bold]{report.stage}[/bold] done in {report.seconds} s: " + "; ".join(parts), highlight=False)
+    engine = report.engine
     if engine:
         console.print(f"engine: {engine.get('generated_tokens')} tokens, {engine.get('tokens_per_second')} tok/s, "
                       f"busy {engine.get('busy_fraction')}, prefix-cache hit rate "
                       f"{engine.get('prefix_cache_hit_rate', 'n/a')}")
-    console.print(f"run folder: {run} (report: {run / 'reports' / (report['stage'] + '.json')})")
+    console.print(f"run folder: {run} (report: {run / 'reports' / (report.stage + '.json')})")
 
 
-@app.command()
-@handled
-def verify(
-    run: Annotated[Optional[Path], typer.Option("--run", help="Run folder with mcts shards (writes verdicts/).")] = None,
-    processbench: Annotated[Optional[Path], typer.Option(help="ProcessBench-format file or folder to verify standalone.", exists=True)] = None,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output folder for --processbench.")] = None,
-    config: opt.ConfigOpt = None,
-    force: opt.ForceOpt = False,
-    quiet: opt.QuietOpt = False,
-) -> None:
-    """Check each step's arithmetic and algebra exactly (sympy) and final answers (math-verify)."""
+VerifyRunOpt = Annotated[Optional[Path], typer.Option("--run", help="Run folder with mcts shards (writes verdicts/).")]
+ProcessBenchOpt = Annotated[Optional[Path], typer.Option(help="ProcessBench-format file or folder to verify standalone.", exists=True)]
+VerifyOutputOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="Output folder for --processbench.")]
+
+
+@stage_command("verify", "verify", [
+    _parameter("run", VerifyRunOpt), _parameter("processbench", ProcessBenchOpt), _parameter("output", VerifyOutputOpt),
+    _parameter("force", opt.ForceOpt, False)],
+    "Check each step's arithmetic and algebra exactly (sympy) and final answers (math-verify).")
+def _verify(given: dict[str, Any], build: Callable) -> None:
     from prmfactory.errors import UsageError
 
+    run, processbench, output = given["run"], given["processbench"], given["output"]
     if (run is None) == (processbench is None):
         raise UsageError("give exactly one of --run RUN or --processbench FILE_OR_DIR")
+    config = build({})
     if processbench is not None:
-        from prmfactory.verify.stage import verify_processbench
+        from prmfactory.eval.verify_processbench import verify_processbench
 
         if output is None:
             raise UsageError("--processbench needs --output DIR")
-        result = verify_processbench(processbench, output, quiet=quiet)
+        result = verify_processbench(processbench, output, seconds_per_claim=config.seconds_per_claim,
+                                     quiet=config.quiet)
         print(json.dumps({k: v for k, v in result.items() if k != "flag_statistics"}, indent=1))
         print(f"predictions and metrics in {output}")
         return
-    from prmfactory.config import build_config
-    from prmfactory.verify.stage import VerifyConfig, run_verify
-
-    stage_config = build_config(VerifyConfig, "verify", config, {"quiet": quiet or None})
-    _print_report(run, run_verify(_existing_run(run), stage_config, force=force))
+    _run_stage("verify", run, config, given["force"])
 
 
-@app.command()
-@handled
-def judge(
-    run: opt.RunOpt,
-    judge: Annotated[Optional[str], typer.Option("--judge", help="Judge model id or local path (`toy-judge` for the toy judge).")] = None,
-    mode: Annotated[Optional[str], typer.Option(help="critic (first wrong step in \\boxed{}) or per_step.")] = None,
-    votes: Annotated[Optional[int], typer.Option(help="Samples per solution; majority vote.")] = None,
-    template: Annotated[Optional[Path], typer.Option(help="Prompt template file.", exists=True, dir_okay=False)] = None,
-    temperature: Annotated[Optional[float], typer.Option(help="Sampling temperature.")] = None,
-    max_new_tokens: Annotated[Optional[int], typer.Option(help="Longest judge output in tokens.")] = None,
-    base_url: Annotated[Optional[str], typer.Option(help="Use an OpenAI-compatible server instead of in-process vLLM.")] = None,
-    config: opt.ConfigOpt = None,
-    seed: opt.SeedOpt = None,
-    force: opt.ForceOpt = False,
-    quiet: opt.QuietOpt = False,
-) -> None:
-    """Grade each complete solution with an LLM judge, with majority votes over samples."""
-    from prmfactory.config import build_config
-    from prmfactory.judge.stage import JudgeConfig, run_judge
+def _run_stage(stage: str, run: Path, config, force: bool):
+    from prmfactory.stages import execute
 
-    engine = {"backend": "openai", "base_url": base_url} if base_url else {}
-    flags = dict(judge=judge, mode=mode, votes=votes, template=str(template) if template else None,
-                 temperature=temperature, max_new_tokens=max_new_tokens, seed=seed, quiet=quiet or None, engine=engine)
-    stage_config = build_config(JudgeConfig, "judge", config, flags)
-    _print_report(run, run_judge(_existing_run(run), stage_config, force=force))
+    report = execute(stage, _existing_run(run), config, force=force)
+    _print_report(run, report)
+    return report
 
 
-@app.command(name="filter")
-@handled
-def filter_(
-    run: opt.RunOpt,
-    rule: Annotated[Optional[str], typer.Option(help="Label rule: mc, consensus, hybrid or rpe.")] = None,
-    min_rollouts: Annotated[Optional[int], typer.Option(help="Drop rows with an estimate resting on fewer rollouts.")] = None,
-    min_step_length: Annotated[Optional[int], typer.Option(help="Drop rows with a shorter step (characters).")] = None,
-    max_steps: Annotated[Optional[int], typer.Option(help="Drop rows with more steps.")] = None,
-    balance: Annotated[Optional[bool], typer.Option("--balance/--no-balance", help="As many all-correct rows as rows with an error.")] = None,
-    config: opt.ConfigOpt = None,
-    force: opt.ForceOpt = False,
-    quiet: opt.QuietOpt = False,
-) -> None:
-    """Fuse MC values, tool verdicts and judge votes into step labels; filter with SQL; write training shards."""
-    from prmfactory.config import build_config
-    from prmfactory.filter.stage import FilterConfig, run_filter
+@stage_command("judge", "judge", [
+    _parameter("run", opt.RunOpt, inspect.Parameter.empty), _parameter("base_url", BaseUrlOpt),
+    _parameter("force", opt.ForceOpt, False)],
+    "Grade each complete solution with an LLM judge, with majority votes over samples.")
+def _judge(given: dict[str, Any], build: Callable) -> None:
+    _run_stage("judge", given["run"], build(_engine_flags(given["base_url"])), given["force"])
+
+
+@stage_command("filter", "filter", [_parameter("run", opt.RunOpt, inspect.Parameter.empty),
+                                    _parameter("force", opt.ForceOpt, False)],
+               "Fuse MC values, tool verdicts and judge votes into step labels; filter with SQL; write training shards.")
+def _filter(given: dict[str, Any], build: Callable) -> None:
     from prmfactory.progress import console
 
-    flags = dict(rule=rule, min_rollouts=min_rollouts, min_step_length=min_step_length, max_steps=max_steps,
-                 balance=balance, quiet=quiet or None)
-    report = run_filter(_existing_run(run), build_config(FilterConfig, "filter", config, flags), force=force)
-    if report.get("already_done"):
-        console.print(f"filter: {run}/steps already written with this config (use --force to redo)")
+    run = given["run"]
+    report = _run_stage("filter", run, build({}), given["force"])
+    if report.already_done:
+        console.print(f"filter: {run}/steps already written from these inputs with this config (--force redoes it)")
         return
-    console.print(f"[bold]filter[/bold] ({report['rule']}): {report['solutions']} solutions, rule kept "
-                  f"{report['rule_kept']} {report['rule_dropped'] or ''}")
-    for entry in report["filters"]:
+    for entry in report.details["filters"]:
         console.print(f"  {entry['filter']}: {entry['rows_in']} -> {entry['rows_out']} rows "
                       f"({entry['rows_removed']} removed, {entry['steps_removed']} steps removed)")
-    console.print(f"steps: {report['rows_out']} rows, {report['positive_steps']} correct / {report['negative_steps']} "
-                  f"wrong steps, keep-rate {report['keep_rate']}; report in {run / 'reports' / 'filter.json'}")
+    console.print(f"steps ({report.details['rule']}): {report.rows_out} rows, {report.counts['positive_steps']} correct / "
+                  f"{report.counts['negative_steps']} wrong steps, keep-rate {report.details['keep_rate']}; every "
+                  f"dropped row is in {run / 'rejected'}")
 
 
-@app.command(name="train-prm")
-@handled
-def train_prm(
-    data: Annotated[Path, typer.Option(help="Run folder (its steps/) or Parquet shards in TRL's stepwise format.", exists=True)],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the trained PRM.")],
-    kind: Annotated[Optional[str], typer.Option(help="discriminative (token classification) or generative (critique).")] = None,
-    base: Annotated[Optional[str], typer.Option(help="Base model id or local path (`toy` for the toy policy).")] = None,
-    soft_labels: Annotated[Optional[bool], typer.Option("--soft-labels/--hard-labels", help="Discriminative: BCE on MC values or cross-entropy on hard labels.")] = None,
-    last_step_only: Annotated[Optional[bool], typer.Option("--last-step-only/--all-steps", help="Discriminative: train on the last step's label only.")] = None,
-    max_length: Annotated[Optional[int], typer.Option(help="Longest tokenized example.")] = None,
-    learning_rate: Annotated[Optional[float], typer.Option(help="Peak learning rate.")] = None,
-    epochs: Annotated[Optional[float], typer.Option(help="Passes over the data.")] = None,
-    max_steps: Annotated[Optional[int], typer.Option(help="Optimizer steps (overrides --epochs).")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Examples per optimizer step.")] = None,
-    lora_r: Annotated[Optional[int], typer.Option(help="LoRA rank (0: full fine-tuning).")] = None,
-    threads: Annotated[Optional[int], typer.Option(help="torch threads.")] = None,
-    config: opt.ConfigOpt = None,
-    seed: opt.SeedOpt = None,
-    force: Annotated[bool, typer.Option("--force", help="Replace a PRM in --output trained with another config or data.")] = False,
-    quiet: opt.QuietOpt = False,
-) -> None:
-    """Train a discriminative or generative PRM on stepwise shards."""
-    from prmfactory.config import build_config
-    from prmfactory.train.stage import TrainPrmConfig, run_train_prm
+TrainDataOpt = Annotated[Path, typer.Option(help="Run folder (its steps/) or Parquet shards in TRL's stepwise format.", exists=True)]
+TrainOutputOpt = Annotated[Path, typer.Option("--output", "-o", help="Folder for the trained PRM.")]
+TrainForceOpt = Annotated[bool, typer.Option("--force", help="Replace a PRM in --output trained with another config or data.")]
 
-    flags = dict(kind=kind, base=base, soft_labels=soft_labels, last_step_only=last_step_only, max_length=max_length,
-                 learning_rate=learning_rate, epochs=epochs, max_steps=max_steps, batch_size=batch_size, lora_r=lora_r,
-                 threads=threads, seed=seed, quiet=quiet or None)
-    report = run_train_prm(build_config(TrainPrmConfig, "train-prm", config, flags), data, output, force=force)
-    if report.get("already_done"):
+
+@stage_command("train-prm", "train-prm", [
+    _parameter("data", TrainDataOpt, inspect.Parameter.empty), _parameter("output", TrainOutputOpt, inspect.Parameter.empty),
+    _parameter("force", TrainForceOpt, False)],
+    "Train a discriminative or generative PRM on stepwise shards.")
+def _train_prm(given: dict[str, Any], build: Callable) -> None:
+    from prmfactory.stages import StageInput, execute
+    from prmfactory.store import Run
+
+    output = given["output"]
+    report = execute("train-prm", Run(output), build({}), force=given["force"], source=StageInput(given["data"]))
+    if report.already_done:
         print(f"{output} already holds this PRM (same config and data); --force retrains it")
         return
-    print(json.dumps({k: v for k, v in report.items() if k != "stage"}, indent=1))
+    print(json.dumps(report.details, indent=1))
     print(f"PRM saved in {output} (model card: {output / 'README.md'})")
 
 
@@ -389,10 +370,11 @@ def run_pipeline(
     force: opt.ForceOpt = False,
 ) -> None:
     """Run the stages of a pipeline file in order on one run folder; a rerun continues where it stopped."""
-    from prmfactory.pipeline import PipelineInput, run_pipeline as run_stages
+    from prmfactory.pipeline import run_pipeline as run_stages
+    from prmfactory.stages import StageInput
 
     _check_format(input_format)
-    run_stages(pipeline, PipelineInput(input, input_format, force), output,
+    run_stages(pipeline, StageInput(input, input_format), output, force=force,
                on_stage=lambda name, report: _print_report(output, report))
     from prmfactory.progress import console
 
@@ -502,7 +484,7 @@ def toy_problems(
 ) -> None:
     """Write toy arithmetic problems as JSONL in the `mcts --input` format."""
     from prmfactory.errors import UsageError
-    from prmfactory.store import atomic_write_text
+    from prmfactory.fileio import atomic_write_text
     from prmfactory.toy.problems import generate, to_input_row
 
     if split not in ("train", "test"):
@@ -566,7 +548,7 @@ def toy_check(
     output: Annotated[Path, typer.Option("--output", "-o", help="JSONL of {id, first_error}.")],
 ) -> None:
     """Run the ground-truth oracle over toy solutions: the first wrong step of each (-1 if none)."""
-    from prmfactory.store import atomic_write_text
+    from prmfactory.fileio import atomic_write_text
     from prmfactory.toy.oracle import check_file
 
     lines, problems = check_file(input)

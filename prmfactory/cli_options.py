@@ -1,11 +1,19 @@
-"""Option definitions shared by the CLI commands, declared once (DESIGN.md §3.9)."""
+"""Option definitions shared by the CLI commands, declared once (DESIGN.md §3.9).
+
+A stage command's options are generated from its config model (:func:`config_parameters`), so
+a new config field needs no CLI code; ``--set`` (:func:`parse_sets`) reaches every field,
+nested sections included.
+"""
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
-from typing import Annotated, Optional
+from types import UnionType
+from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origin
 
 import typer
+from pydantic import BaseModel
 
 InputOpt = Annotated[Path, typer.Option("--input", "-i", help="Problems as JSONL ({id?, problem, answer}, GSM8K or MATH shape).")]
 FormatOpt = Annotated[str, typer.Option("--format", help="Input shape: auto, prmfactory, gsm8k or math.")]
@@ -15,6 +23,91 @@ RunArg = Annotated[Path, typer.Argument(help="Run folder.", exists=True, file_ok
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config (flat, or a pipelines/*.yaml file).", exists=True, dir_okay=False)]
 LimitOpt = Annotated[Optional[int], typer.Option("--limit", min=1, help="Process at most this many problems.")]
 SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Random seed (engine and search).")]
-ForceOpt = Annotated[bool, typer.Option("--force", help="Discard this stage's outputs if its config changed, and rerun.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Discard this stage's outputs and everything computed from them, and rerun.")]
 SkipInvalidOpt = Annotated[bool, typer.Option("--skip-invalid", help="Process valid lines; write bad ones to RUN/rejects.jsonl.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+CONFIG_SHORT_NAMES = {"quiet": "-q"}
+
+
+def _unwrap(annotation: Any) -> tuple[Any, tuple[str, ...]]:
+    """The flag type of a config field's annotation and its choices (for Literal), or (None, ()) if it has no flag."""
+    if get_origin(annotation) in (Union, UnionType):
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        if len(args) != 1:
+            return None, ()
+        annotation = args[0]
+    if get_origin(annotation) is Literal:
+        choices = tuple(str(c) for c in get_args(annotation))
+        return str, choices
+    if annotation in (str, int, float, bool):
+        return annotation, ()
+    return None, ()
+
+
+def config_parameters(model: type[BaseModel], skip: set[str]) -> list[inspect.Parameter]:
+    """One typer option per scalar field of a stage config: its description as help, its default shown.
+
+    Every option defaults to None, so only flags actually given override the ``--config`` file.
+    Nested sections and mappings have no flag of their own; ``--set`` reaches them.
+    """
+    parameters = []
+    for name, field in model.model_fields.items():
+        flag_type, choices = _unwrap(field.annotation)
+        if name in skip or flag_type is None:
+            continue
+        dash = name.replace("_", "-")
+        declarations = [f"--{dash}/--no-{dash}" if flag_type is bool else f"--{dash}"]
+        if name in CONFIG_SHORT_NAMES:
+            declarations.append(CONFIG_SHORT_NAMES[name])
+        text = field.description or ""
+        if choices:
+            text += f" One of: {', '.join(choices)}."
+        text += " (required)" if field.is_required() else f" (default: {field.get_default(call_default_factory=True)})"
+        option = typer.Option(*declarations, help=text, show_default=False)
+        parameters.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                                            annotation=Annotated[Optional[flag_type], option]))
+    return parameters
+
+
+def settable_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    """Every dotted key ``--set`` accepts (a mapping field takes any key below it: ``hybrid_weights.mc``)."""
+    keys = []
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            keys += settable_keys(annotation, f"{prefix}{name}.")
+        else:
+            keys.append(f"{prefix}{name}" + (".KEY" if get_origin(annotation) is dict else ""))
+    return keys
+
+
+def parse_sets(model: type[BaseModel], assignments: list[str]) -> dict[str, Any]:
+    """``--set section.field=value`` assignments as a nested mapping (values read as YAML scalars)."""
+    import yaml
+
+    from prmfactory.errors import UsageError
+
+    valid = settable_keys(model)
+    result: dict[str, Any] = {}
+    for assignment in assignments:
+        key, sep, raw = assignment.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--set {assignment!r}: expected KEY=VALUE, e.g. --set engine.max_num_seqs=64")
+        parts = key.split(".")
+        mapping_key = ".".join(parts[:-1]) + ".KEY" if len(parts) > 1 else None
+        if key not in valid and mapping_key not in valid:
+            raise UsageError(f"--set {key}: unknown key (valid: {', '.join(valid)})")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+        target = result
+        for part in parts[:-1]:
+            target = target.setdefault(part, {})
+        target[parts[-1]] = value
+    return result
+
+
+SetOpt = Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE",
+                                                    help="Set any config field, nested ones too (e.g. --set "
+                                                         "engine.max_num_seqs=64); repeatable.")]

@@ -15,7 +15,6 @@ from typing import Any, Literal, Optional, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from prmfactory.engines.base import DEFAULT_SYSTEM_PROMPT
 from prmfactory.errors import UsageError
 
 ConfigT = TypeVar("ConfigT", bound="StageConfig")
@@ -77,7 +76,7 @@ def read_yaml_section(path: Path, stage: str) -> dict[str, Any]:
 def build_config(cls: type[ConfigT], stage: str, config_file: Path | None, flags: dict[str, Any]) -> ConfigT:
     """Defaults, then the YAML file's section, then every flag that was given (not None)."""
     values: dict[str, Any] = read_yaml_section(config_file, stage) if config_file else {}
-    _merge(values, flags)
+    merge(values, flags)
     try:
         return cls(**values)
     except ValidationError as exc:
@@ -85,13 +84,13 @@ def build_config(cls: type[ConfigT], stage: str, config_file: Path | None, flags
         raise UsageError(_format_validation_error(exc, where)) from exc
 
 
-def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> None:
+def merge(base: dict[str, Any], overrides: dict[str, Any]) -> None:
     """Overlay the given (non-None) values on ``base``, descending into nested sections."""
     for key, value in overrides.items():
         if isinstance(value, dict):
             section = base.get(key)
             base[key] = section = dict(section) if isinstance(section, dict) else {}
-            _merge(section, value)
+            merge(section, value)
         elif value is not None:
             base[key] = value
 
@@ -116,34 +115,3 @@ class EngineConfig(StageConfig):
     max_concurrency: int = runtime_field(64, "Most requests in flight to a server (openai backend).")
     max_retries: int = runtime_field(4, "Retries of a failed server request, with exponential backoff.")
     request_timeout_s: float = runtime_field(600.0, "Timeout of one server request.")
-
-
-class MctsConfig(StageConfig):
-    """``prmfactory mcts``: tree search / Monte-Carlo estimation of step-prefix values.
-
-    Defaults of the OmegaPRM search follow the paper (Luo et al. 2024, "Improve Mathematical
-    Reasoning in Language Models by Automated Process Supervision") and openr's implementation.
-    """
-
-    policy: str = Field(description="Policy model: a model id, a local path, or `toy`.")
-    strategy: Literal["omegaprm", "mc"] = Field("omegaprm", description="`omegaprm` (binary-search MCTS) or `mc` (Math-Shepherd).")
-    engine: EngineConfig = Field(default_factory=EngineConfig, description="Generation backend.")
-    system_prompt: Optional[str] = Field(DEFAULT_SYSTEM_PROMPT, description="System message; null for none.")
-    segmentation: Literal["blank_line", "step_prefix"] = Field(
-        "blank_line", description="How solutions are split into steps (recorded so training splits the same way).")
-    temperature: float = Field(0.7, ge=0, description="Sampling temperature of rollouts.")
-    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling.")
-    max_new_tokens: int = Field(1024, ge=1, description="Longest rollout in tokens.")
-    rollouts: int = Field(16, ge=1, description="k: rollouts per Monte-Carlo estimate (OmegaPRM k=16).")
-    budget: int = Field(200, ge=1, description="OmegaPRM: most rollouts per question, the initial k included.")
-    c_puct: float = Field(0.125, description="OmegaPRM exploration constant.")
-    alpha: float = Field(0.5, description="OmegaPRM: Q = alpha^(1-MC) * beta^(len/L).")
-    beta: float = Field(0.9, description="OmegaPRM length penalty base.")
-    length_scale: int = Field(500, ge=1, description="OmegaPRM L, in tokens.")
-    num_solutions: int = Field(4, ge=1, description="mc: solutions sampled per question, each estimated step by step.")
-    seed: int = Field(0, description="Seeds the engine and the search's tie-breaking.")
-    answer_timeout_s: float = runtime_field(5.0, "Wall-clock limit of one answer-equivalence check.")
-    concurrency: int = runtime_field(64, "Questions searched at once (keeps the engine's batch full).")
-    commit_every: int = runtime_field(16, "Questions per committed shard.")
-    limit: Optional[int] = runtime_field(None, "Search at most this many problems.")
-    quiet: bool = runtime_field(False, "No progress bars.")

@@ -16,7 +16,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from prmfactory.store import Run, atomic_write_text
+from prmfactory.fileio import atomic_write_text
+from prmfactory.store import Run
 
 RULES = ("mc", "consensus", "hybrid", "rpe")
 
@@ -34,16 +35,14 @@ SIZES = {"full": DemoSize(), "quick": DemoSize(train_problems=12, test_solutions
 
 def rule_accuracy(run: Run, rule: str, folder: Path) -> dict[str, Any]:
     """Label ``run`` with ``rule`` in a copy at ``folder`` and score the labels against the toy oracle."""
-    from prmfactory.filter.stage import FilterConfig, run_filter
+    from prmfactory.filter.config import FilterConfig
+    from prmfactory.stages import execute
     from prmfactory.toy.oracle import label_accuracy
 
     shutil.rmtree(folder, ignore_errors=True)
-    shutil.copytree(run.root, folder, ignore=shutil.ignore_patterns("steps", ".lock", "prm", "*.tmp-*"))
-    copy = Run(folder)
-    with copy.writing():
-        copy.reset(["steps"])  # the copy's manifest still lists the original's training rows
-    report = run_filter(copy, FilterConfig(rule=rule, quiet=True), force=True)
-    return {**label_accuracy(copy.read("steps").to_pylist()), "keep_rate": report["keep_rate"]}
+    shutil.copytree(run.root, folder, ignore=shutil.ignore_patterns("steps", "rejected", ".lock", "prm", "*.tmp-*"))
+    report = execute("filter", Run(folder), FilterConfig(rule=rule, quiet=True), force=True)
+    return {**label_accuracy(Run(folder).read("steps").to_pylist()), "keep_rate": report.details["keep_rate"]}
 
 
 def _plot_rules(rules: dict[str, dict[str, Any]], path: Path) -> None:
@@ -86,11 +85,13 @@ def _markdown(report: dict[str, Any]) -> str:
 
 
 def run_demo(output: Path, size: DemoSize, *, quiet: bool = False,
-             on_stage: Optional[Callable[[str, dict[str, Any]], None]] = None) -> dict[str, Any]:
+             on_stage: Optional[Callable[[str, Any], None]] = None) -> dict[str, Any]:
     """Run (or resume) the demo in ``output``; returns the report that ``report.json`` holds."""
     from prmfactory.eval.best_of_n import evaluate_bon
     from prmfactory.eval.processbench import evaluate_prm
-    from prmfactory.pipeline import PRM_FOLDER, PipelineInput, run_pipeline
+    from prmfactory.pipeline import run_pipeline
+    from prmfactory.stages import StageInput
+    from prmfactory.train.stage import PIPELINE_PRM_FOLDER
     from prmfactory.progress import console
     from prmfactory.resources import resource_dir
     from prmfactory.toy.bench import write_processbench
@@ -105,9 +106,9 @@ def run_demo(output: Path, size: DemoSize, *, quiet: bool = False,
         atomic_write_text(problems, "".join(json.dumps(r) + "\n" for r in rows))
     run_dir = output / "run"
     pipeline = resource_dir("pipelines") / "demo.yaml"
-    run_pipeline(pipeline, PipelineInput(problems, "auto", False), run_dir, on_stage=on_stage)
+    run_pipeline(pipeline, StageInput(problems), run_dir, on_stage=on_stage)
     run = Run(run_dir)
-    prm = run_dir / PRM_FOLDER
+    prm = run_dir / PIPELINE_PRM_FOLDER
 
     console.print("[bold]labels[/bold]: scoring every label rule against the toy oracle")
     rules = {rule: rule_accuracy(run, rule, output / "rules" / rule) for rule in RULES}
@@ -129,11 +130,12 @@ def run_demo(output: Path, size: DemoSize, *, quiet: bool = False,
                            max_tokens=300, quiet=quiet)
 
     filter_report = run.read_report("filter") or {}
+    rule = filter_report.get("details", {}).get("rule", "mc")
     n = bon["samples"]
     report = {
-        "headline": {"train_problems": size.train_problems, "rule": filter_report.get("rule"),
+        "headline": {"train_problems": size.train_problems, "rule": rule,
                      "training_rows": filter_report.get("rows_out"),
-                     "label_f1": rules[filter_report.get("rule", "mc")]["f1"],
+                     "label_f1": rules[rule]["f1"],
                      "prm_processbench_f1": processbench["splits"]["toy"]["f1"],
                      f"prm_best_of_{n}": bon["curves"]["prm_min"][n], f"majority_at_{n}": bon["curves"]["majority"][n],
                      f"pass_at_{n}": bon["curves"]["pass"][n], "seconds": round(time.monotonic() - started, 1)},

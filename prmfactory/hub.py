@@ -18,7 +18,8 @@ from typing import Any, Optional
 import yaml
 
 from prmfactory.errors import UsageError
-from prmfactory.store import Run, atomic_write_text
+from prmfactory.fileio import atomic_write_text
+from prmfactory.store import Run
 
 CONFIGS = ("steps", "problems", "questions", "nodes", "verdicts", "judgements")
 LARGE_FOLDER_BYTES = 2 * 2**30  # above this, upload_large_folder (resumable, multi-worker) is used
@@ -57,8 +58,8 @@ def card_context(run: Run, repo_id: str, license: str) -> dict[str, Any]:
             "mcts_parameters": {k: mcts[k] for k in _SEARCH_PARAMETERS if k in mcts},
             "judge": _stage_config(run, "judge"), "filter": _stage_config(run, "filter"),
             "steps_rows": label_counts[0], "positive_steps": label_counts[1], "negative_steps": label_counts[2],
-            "rows_with_error": label_counts[3], "keep_rate": filter_report.get("keep_rate", "n/a"),
-            "rule_dropped": filter_report.get("rule_dropped") or {}, "filters": filter_report.get("filters", [])}
+            "rows_with_error": label_counts[3], "keep_rate": filter_report.get("details", {}).get("keep_rate", "n/a"),
+            "rule_dropped": filter_report.get("dropped") or {}, "filters": filter_report.get("details", {}).get("filters", [])}
 
 
 def render_card(context: dict[str, Any]) -> str:

@@ -15,18 +15,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Literal
 
 from prmfactory.errors import UsageError
-from prmfactory.store import Run, atomic_write_text
 
 InputFormat = Literal["auto", "prmfactory", "gsm8k", "math"]
 FORMATS = ("auto", "prmfactory", "gsm8k", "math")
 MAX_LINE_BYTES = 1 << 20
 MAX_REPORTED_ERRORS = 20
-REJECTS_FILE = "rejects.jsonl"
 _MATH_KEYS = {"solution", "subject", "level", "unique_id"}
 
 
@@ -223,19 +221,3 @@ def load_problems(path: Path, fmt: InputFormat, *, skip_invalid: bool) -> tuple[
     if not rows:
         raise UsageError(f"{path}: no valid problems")
     return rows, issues
-
-
-def commit_problems(run: Run, rows: list[dict[str, Any]], issues: list[InputIssue],
-                    limit: int | None = None) -> list[dict[str, Any]]:
-    """Write validated problems (those not yet committed) and the rejects into the run; return the rows to work on.
-
-    Rejected lines go, with their reasons, to ``RUN/rejects.jsonl`` (rewritten whole on each run,
-    so reruns do not duplicate it). Must be called inside ``run.writing()``.
-    """
-    rejects = "".join(json.dumps(asdict(issue), ensure_ascii=False) + "\n" for issue in issues)
-    if issues or (run.root / REJECTS_FILE).exists():
-        atomic_write_text(run.root / REJECTS_FILE, rejects)
-    rows = rows[:limit] if limit is not None else rows
-    done = run.committed_ids("problems")
-    run.commit({"problems": [r for r in rows if r["question_id"] not in done]})
-    return rows

@@ -14,49 +14,17 @@ every scorer agree on where a step's score is. A step cut off by the length limi
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal, Sequence
 
 from prmfactory.errors import UsageError
+from prmfactory.prm_folder import META_FILE, PRMMeta
 from prmfactory.steps import Segmenter
 
-META_FILE = "prm.json"
 Kind = Literal["discriminative", "generative"]
 Item = tuple[str, Sequence[str]]
-
-
-@dataclass
-class PRMMeta:
-    """What ``prm.json`` records about a trained PRM."""
-
-    kind: Kind
-    segmentation: str = "blank_line"
-    max_length: int = 1024
-    base: str = ""
-    lineage: dict[str, Any] = field(default_factory=dict)
-    hyperparameters: dict[str, Any] = field(default_factory=dict)
-    training: dict[str, Any] = field(default_factory=dict)
-    evals: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def load(cls, path: Path) -> "PRMMeta":
-        meta_path = Path(path) / META_FILE
-        if not meta_path.is_file():
-            raise UsageError(f"{path}: not a PRM folder (no {META_FILE}; train one with `prmfactory train-prm`)")
-        try:
-            return cls(**json.loads(meta_path.read_text(encoding="utf-8")))
-        except (TypeError, json.JSONDecodeError) as exc:
-            raise UsageError(f"{meta_path}: invalid PRM metadata: {exc}") from exc
-
-    def save(self, path: Path) -> None:
-        from dataclasses import asdict
-
-        from prmfactory.store import atomic_write_text
-
-        atomic_write_text(Path(path) / META_FILE, json.dumps(asdict(self), indent=1))
 
 
 def aggregate(scores: Sequence[float], how: str) -> float:
@@ -80,10 +48,13 @@ class StepReward:
     reward: float
 
 
+def first_below(scores: Sequence[float], threshold: float = 0.5) -> int:
+    """The ProcessBench prediction from step scores: the first step scored below the threshold, else −1."""
+    return next((i for i, score in enumerate(scores) if score < threshold), -1)
+
+
 def step_reward(scores: Sequence[float], how: str = "min", threshold: float = 0.5) -> StepReward:
     """Step scores → the ProcessBench first error (first score below ``threshold``) and the aggregate reward."""
-    from prmfactory.eval.processbench import first_below
-
     return StepReward(list(scores), first_below(scores, threshold), aggregate(scores, how))
 
 
@@ -271,13 +242,3 @@ def score_with_progress(prm: PRM, items: Sequence[Item], *, quiet: bool = False,
             scores += prm.score_batch(items[start:start + chunk])
             bar.advance(min(chunk, len(items) - start))
     return scores
-
-
-def record_eval(path: Path, name: str, numbers: dict[str, Any]) -> None:
-    """Add an evaluation's headline numbers to the PRM's ``prm.json`` and re-render its model card."""
-    from prmfactory.train.card import write_model_card
-
-    meta = PRMMeta.load(path)
-    meta.evals[name] = numbers
-    meta.save(path)
-    write_model_card(path, meta)

@@ -17,3 +17,15 @@ def resource_dir(name: str) -> Path:
         if candidate.is_dir():
             return candidate
     raise FileNotFoundError(f"prmfactory resource folder {name!r} not found next to {_PACKAGE}")
+
+
+# Model names every command accepts besides ids and paths: the committed toy models
+# (prmfactory/toy/models, rebuilt by `prmfactory toy build --retrain`).
+TOY_MODELS_DIR = _PACKAGE / "toy" / "models"
+MODEL_ALIASES = {"toy": TOY_MODELS_DIR / "policy", "toy-judge": TOY_MODELS_DIR / "judge"}
+
+
+def resolve_model(name: str) -> str:
+    """Map a model alias (``toy``, ``toy-judge``) to its local folder; other names pass through."""
+    path = MODEL_ALIASES.get(name)
+    return str(path) if path is not None else name

@@ -12,23 +12,28 @@ the manifest, itself replaced atomically. Readers see only shards listed in the 
 killed writer never exposes a partial shard; files it left behind are deleted the next time a
 writer takes the run's lock. One :meth:`Run.commit` may write shards of several datasets
 (e.g. mcts's ``nodes`` and ``questions``): they become visible together or not at all.
+
+Lineage (DESIGN.md §3.13): a stage commits with a :class:`Lineage`, and each shard's manifest
+record then names the stage, the hash of its output-affecting config and the sha256 of every
+input shard it was computed from (those holding its questions, or all of them for a stage that
+reads the whole run). A shard whose inputs are no longer committed is *stale*
+(:meth:`Run.stale_shards`): the runner recomputes it or refuses to read it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import logging
 import os
 import platform
 import re
-import shutil
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -36,6 +41,7 @@ import pyarrow.parquet as pq
 from prmfactory import schemas
 from prmfactory.config import StageConfig, dump_yaml
 from prmfactory.errors import PrmfactoryError, UsageError
+from prmfactory.fileio import atomic_write_text, fsync_dir, sha256_file, sha256_text
 
 MANIFEST_FORMAT = 1
 _SHARD_NAME = re.compile(r"^part-(\d{5,})\.parquet$")
@@ -47,32 +53,24 @@ class RunBusyError(PrmfactoryError):
     """Another process holds the run's writer lock."""
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def config_sha256(output_config: Mapping[str, Any]) -> str:
+    """The fingerprint of a stage's output-affecting config, as recorded on its shards."""
+    return sha256_text(json.dumps(output_config, sort_keys=True, default=str))
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` (creating its folder) so that readers see the old or the new file, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+@dataclass(frozen=True)
+class Lineage:
+    """What a stage's commits are computed from: recorded on every shard it writes.
 
+    ``whole_run``: the outputs depend on every shard of ``reads`` (filter looks across questions),
+    so a shard added upstream makes them stale too; otherwise each shard depends only on the
+    input shards that hold its questions.
+    """
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    stage: str
+    reads: tuple[str, ...]
+    config_sha256: str
+    whole_run: bool = False
 
 
 def tool_versions() -> dict[str, str]:
@@ -103,13 +101,27 @@ class Run:
     def exists(self) -> bool:
         return self.manifest_path.exists()
 
+    def require_run_or_new(self) -> None:
+        """Refuse to make a run in a folder that holds files this tool did not write (they would be at risk)."""
+        if self.root.exists() and not self.root.is_dir():
+            raise UsageError(f"{self.root}: not a folder")
+        if self.root.is_dir() and not self.exists():
+            ours = {".lock", "log.txt", "run.yaml", "reports"}
+            foreign = sorted(p.name for p in self.root.iterdir() if p.name not in ours)
+            if foreign:
+                raise UsageError(f"{self.root}: not empty and not a prmfactory run (no manifest.json; it holds "
+                                 f"{', '.join(foreign[:3])}{' …' if len(foreign) > 3 else ''}); choose a new --output")
+
     def manifest(self) -> dict[str, Any]:
         if not self.manifest_path.exists():
             return {"format": MANIFEST_FORMAT, "datasets": {}}
         try:
-            return json.loads(self.manifest_path.read_text())
-        except json.JSONDecodeError as exc:
+            manifest = json.loads(self.manifest_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise PrmfactoryError(f"{self.manifest_path}: corrupt manifest: {exc}") from exc
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("datasets"), dict):
+            raise PrmfactoryError(f"{self.manifest_path}: corrupt manifest: field 'datasets': missing or not a mapping")
+        return manifest
 
     def datasets(self) -> list[str]:
         return sorted(self.manifest()["datasets"])
@@ -124,13 +136,35 @@ class Run:
         """Question ids that have committed rows in ``dataset`` — the resume ledger."""
         return {qid for shard in self.shards(dataset) for qid in shard["question_ids"]}
 
+    def stale_shards(self, dataset: str) -> list[dict[str, Any]]:
+        """Shards of ``dataset`` computed from inputs that are no longer committed (or another config).
+
+        Shards written without lineage (before it was recorded) are trusted.
+        """
+        manifest = self.manifest()["datasets"]
+        current = {name: {s["sha256"] for s in entry["shards"]} for name, entry in manifest.items()}
+        stages = self.stage_configs()
+        stale = []
+        for shard in manifest.get(dataset, {}).get("shards", []):
+            if "inputs" not in shard:
+                continue
+            recorded = stages.get(shard["stage"], {}).get("output_config")
+            if recorded is not None and config_sha256(recorded) != shard["config_sha256"]:
+                stale.append(shard)
+            elif shard.get("whole_run"):
+                if any(set(shas) != current.get(name, set()) for name, shas in shard["inputs"].items()):
+                    stale.append(shard)
+            elif any(not set(shas) <= current.get(name, set()) for name, shas in shard["inputs"].items()):
+                stale.append(shard)
+        return stale
+
     def read(self, dataset: str, *, verify_checksums: bool = False) -> pa.Table:
         """All committed rows of ``dataset``, checked against its schema."""
         schema = schemas.load(dataset)
         tables = []
         for shard in self.shards(dataset):
             path = self.root / shard["file"]
-            if verify_checksums and _sha256(path) != shard["sha256"]:
+            if verify_checksums and sha256_file(path) != shard["sha256"]:
                 raise PrmfactoryError(f"{path}: sha256 does not match the manifest")
             table = pq.read_table(path)
             schema.check_metadata(table.schema, str(path))
@@ -188,9 +222,8 @@ class Run:
             raise RunBusyError(f"{self.root}: another prmfactory process is writing to this run") from exc
         self._lock_handle = handle
         try:
-            if not self.manifest_path.exists():
-                atomic_write_text(self.manifest_path, json.dumps({"format": MANIFEST_FORMAT, "datasets": {}}))
-            self._remove_uncommitted()
+            if self.exists():  # only a run this tool wrote is cleaned; the first commit creates the manifest
+                self._remove_uncommitted()
             yield self
         finally:
             self._lock_handle = None
@@ -219,9 +252,19 @@ class Run:
         indices = [int(m.group(1)) for s in self.shards(dataset) if (m := _SHARD_NAME.match(Path(s["file"]).name))]
         return max(indices, default=-1) + 1
 
-    def commit(self, rows_by_dataset: Mapping[str, Sequence[Mapping[str, Any]] | pa.Table]) -> dict[str, int]:
+    def _inputs(self, lineage: Lineage, question_ids: set[str]) -> dict[str, list[str]]:
+        """The sha256 of every input shard a commit of ``question_ids`` was computed from."""
+        inputs = {}
+        for dataset in lineage.reads:
+            inputs[dataset] = sorted(s["sha256"] for s in self.shards(dataset)
+                                     if lineage.whole_run or question_ids.intersection(s["question_ids"]))
+        return inputs
+
+    def commit(self, rows_by_dataset: Mapping[str, Sequence[Mapping[str, Any]] | pa.Table],
+               lineage: Lineage | None = None) -> dict[str, int]:
         """Write one shard per non-empty dataset and record them all in one manifest update.
 
+        With ``lineage``, every shard records what it was computed from (see the module doc).
         Returns the rows committed per dataset.
         """
         self._require_lock()
@@ -242,10 +285,16 @@ class Run:
             with open(tmp, "rb") as handle:
                 os.fsync(handle.fileno())
             os.replace(tmp, folder / name)
-            _fsync_dir(folder)
+            fsync_dir(folder)
             ids = sorted(set(table.column("question_id").to_pylist()))
             staged.append((dataset, {"file": f"{dataset}/{name}", "rows": table.num_rows,
-                                     "question_ids": ids, "sha256": _sha256(folder / name)}))
+                                     "question_ids": ids, "sha256": sha256_file(folder / name)}))
+        if staged and lineage is not None:
+            commit_ids = {qid for _, record in staged for qid in record["question_ids"]}
+            provenance = {"stage": lineage.stage, "config_sha256": lineage.config_sha256,
+                          "inputs": self._inputs(lineage, commit_ids), "whole_run": lineage.whole_run}
+            for _, record in staged:
+                record.update(provenance)
         if staged:
             manifest = self.manifest()
             for dataset, record in staged:
@@ -255,22 +304,50 @@ class Run:
             atomic_write_text(self.manifest_path, json.dumps(manifest, indent=1))
         return {dataset: record["rows"] for dataset, record in staged}
 
-    def reset(self, datasets: Sequence[str]) -> None:
-        """Forget and delete every shard of ``datasets`` (used by ``--force``)."""
+    def reset(self, datasets: Sequence[str]) -> dict[str, int]:
+        """Forget and delete every shard of ``datasets``; returns the shards discarded per dataset."""
         self._require_lock()
         manifest = self.manifest()
+        discarded = {}
         for dataset in datasets:
-            manifest["datasets"].pop(dataset, None)
-        atomic_write_text(self.manifest_path, json.dumps(manifest, indent=1))
+            entry = manifest["datasets"].pop(dataset, None)
+            if entry and entry["shards"]:
+                discarded[dataset] = len(entry["shards"])
+        if discarded:
+            atomic_write_text(self.manifest_path, json.dumps(manifest, indent=1))
         for dataset in datasets:
-            shutil.rmtree(self.root / dataset, ignore_errors=True)
+            folder = self.root / dataset
+            if folder.is_dir():
+                for path in folder.iterdir():
+                    if _SHARD_NAME.match(path.name) or (path.name.startswith(".") and ".tmp-" in path.name):
+                        path.unlink()
+                with contextlib.suppress(OSError):
+                    folder.rmdir()  # only if nothing but our shards was in it
+        return discarded
 
-    def begin_stage(self, stage: str, config: StageConfig, outputs: Sequence[str], *, force: bool) -> None:
+    def drop_shards(self, records: Sequence[Mapping[str, Any]]) -> int:
+        """Forget and delete the given shard records (stale outputs about to be recomputed)."""
+        self._require_lock()
+        files = {r["file"] for r in records}
+        if not files:
+            return 0
+        manifest = self.manifest()
+        for entry in manifest["datasets"].values():
+            entry["shards"] = [s for s in entry["shards"] if s["file"] not in files]
+        atomic_write_text(self.manifest_path, json.dumps(manifest, indent=1))
+        for file in files:
+            with contextlib.suppress(FileNotFoundError):
+                (self.root / file).unlink()
+        return len(files)
+
+    def begin_stage(self, stage: str, config: StageConfig, outputs: Sequence[str], *, force: bool,
+                    downstream: Sequence[str] = ()) -> dict[str, int]:
         """Record ``config`` as the stage's effective config, refusing a conflicting rerun.
 
         A rerun whose output-affecting fields differ from the recorded ones would mix two
-        configurations in one dataset, so it is refused unless ``force`` is set, which
-        deletes the stage's outputs and starts it afresh.
+        configurations in one dataset, so it is refused unless ``force`` is set. ``force``
+        discards the stage's outputs and every ``downstream`` dataset (computed from them) before
+        the stage starts afresh; returns what it discarded (shards per dataset).
         """
         self._require_lock()
         import yaml
@@ -279,19 +356,21 @@ class Run:
         stages = data.setdefault("stages", {})
         previous = stages.get(stage)
         has_output = any(self.shards(d) for d in outputs)
-        if previous and has_output:
+        discarded: dict[str, int] = {}
+        if force:
+            discarded = self.reset([*outputs, *downstream])
+        elif previous and has_output:
             old = previous.get("output_config", {})
             new = config.output_affecting()
             changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-            if changed and not force:
+            if changed:
                 details = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
+                also = [d for d in downstream if self.shards(d)]
                 raise UsageError(
                     f"{self.config_path}: stage {stage!r} already ran with a different config ({details}); "
-                    "rerun with --force to discard its outputs and start again"
+                    f"rerun with --force to discard its outputs{' and ' + ', '.join(also) if also else ''} "
+                    "and start again"
                 )
-            if changed:
-                LOG.warning("--force: discarding %s outputs %s", stage, list(outputs))
-                self.reset(outputs)
         stages[stage] = {
             "config": config.model_dump(mode="json"),
             "output_config": config.output_affecting(),
@@ -301,6 +380,7 @@ class Run:
         }
         data["tool_versions"] = tool_versions()
         atomic_write_text(self.config_path, dump_yaml(data))
+        return discarded
 
     def write_report(self, stage: str, report: Mapping[str, Any]) -> Path:
         """Keep a stage's counters and metrics in ``RUN/reports/<stage>.json``."""
@@ -332,11 +412,13 @@ class CommitBuffer:
     """Collects a stage's rows question by question and commits them every ``every`` questions.
 
     A question's rows (for all datasets) are added in one call, so a commit never splits a
-    question: the resume ledger stays exact.
+    question: the resume ledger stays exact. ``commit`` is :meth:`Run.commit` or a stage
+    context's commit (which adds lineage and counts).
     """
 
-    def __init__(self, run: Run, datasets: Sequence[str], every: int):
-        self.run, self.datasets, self.every = run, tuple(datasets), every
+    def __init__(self, commit: Callable[[Mapping[str, Sequence[Mapping[str, Any]]]], Any], datasets: Sequence[str],
+                 every: int):
+        self.commit, self.datasets, self.every = commit, tuple(datasets), every
         self._rows: dict[str, list[Mapping[str, Any]]] = {d: [] for d in self.datasets}
         self._questions = 0
 
@@ -349,6 +431,6 @@ class CommitBuffer:
 
     def flush(self) -> None:
         if self._questions:
-            self.run.commit(self._rows)
+            self.commit(self._rows)
             self._rows = {d: [] for d in self.datasets}
             self._questions = 0

@@ -117,10 +117,12 @@ def shards(tmp_path_factory):
 @pytest.fixture(scope="session")
 def discriminative_prm(shards, tmp_path_factory):
     """A discriminative PRM trained for 40 steps on the toy policy: (folder, training report)."""
-    from prmfactory.train.stage import TrainPrmConfig, run_train_prm
+    from prmfactory.stages import StageInput, execute
+    from prmfactory.store import Run
+    from prmfactory.train.config import TrainPrmConfig
 
     output = tmp_path_factory.mktemp("prm-hard")
     config = TrainPrmConfig(max_steps=40, learning_rate=1e-3, batch_size=16, threads=1, quiet=True)
-    return output, run_train_prm(config, shards, output)
+    return output, execute("train-prm", Run(output), config, source=StageInput(shards))
 
 

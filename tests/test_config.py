@@ -1,7 +1,8 @@
 
 import pytest
 
-from prmfactory.config import MctsConfig, build_config
+from prmfactory.config import build_config
+from prmfactory.search.config import MctsConfig
 from prmfactory.errors import UsageError
 from prmfactory.resources import resource_dir
 
@@ -13,9 +14,9 @@ def test_shipped_pipelines_load(name):
 
 
 def test_toy_pipeline_has_every_built_stage():
-    from prmfactory.filter.stage import FilterConfig
-    from prmfactory.judge.stage import JudgeConfig
-    from prmfactory.verify.stage import VerifyConfig
+    from prmfactory.filter.config import FilterConfig
+    from prmfactory.judge.config import JudgeConfig
+    from prmfactory.verify.config import VerifyConfig
 
     path = resource_dir("pipelines") / "toy.yaml"
     assert build_config(JudgeConfig, "judge", path, {}).judge == "toy-judge"

@@ -3,7 +3,8 @@ import json
 import pytest
 
 from prmfactory.errors import UsageError
-from prmfactory.eval.processbench import first_below, metrics, read_predictions, split_metrics
+from prmfactory.eval.processbench import metrics, read_predictions, split_metrics
+from prmfactory.prm import first_below
 
 
 def test_hand_computed_f1():

@@ -2,7 +2,8 @@ import pytest
 
 from prmfactory.filter.rules import (HybridWeights, PathEvidence, consensus_labels, first_error, hybrid_labels,
                                      mc_labels, rpe_labels)
-from prmfactory.filter.stage import FilterConfig, run_filter
+from prmfactory.filter.config import FilterConfig
+from prmfactory.stages import execute
 from prmfactory.store import Run
 from tests.test_store import problem
 
@@ -82,7 +83,7 @@ def labelled_run(tmp_path):
              node("q2", "0", [], 1.0, 8), node("q2", "1", ["z"], 1.0, 1, complete=True)]
     verdicts = [{"question_id": "q1", "node_id": "3", "step_index": i, "verdict": v, "claims": []}
                 for i, v in enumerate(["correct", "incorrect", "unverifiable"])]
-    judgements = [{"question_id": "q1", "node_id": "3", "mode": "critic", "judge_model": "j", "votes": [1, 1, 2],
+    judgements = [{"question_id": "q1", "node_id": "3", "status": "ok", "mode": "critic", "judge_model": "j", "votes": [1, 1, 2],
                    "first_error": 1, "majority_votes": 2, "malformed": 0, "raw_outputs": ["", "", ""]}]
     with run.writing():
         run.commit({"problems": [problem("q1"), problem("q2")], "nodes": nodes, "verdicts": verdicts,
@@ -91,14 +92,15 @@ def labelled_run(tmp_path):
 
 
 def test_filter_stage_writes_loadable_steps_and_a_report_that_adds_up(labelled_run):
-    report = run_filter(labelled_run, FilterConfig(rule="mc", min_rollouts=4, quiet=True))
-    assert report["solutions"] == 4 and report["rule_kept"] == 4
-    rows_in = report["rule_kept"]
-    for entry in report["filters"]:
+    report = execute("filter", labelled_run, FilterConfig(rule="mc", min_rollouts=4, quiet=True))
+    assert report.rows_in == 4 and report.counts["rule_kept"] == 4
+    rows_in = report.counts["rule_kept"]
+    for entry in report.details["filters"]:
         assert entry["rows_in"] == rows_in and entry["rows_in"] - entry["rows_removed"] == entry["rows_out"]
         rows_in = entry["rows_out"]
-    assert rows_in == report["rows_out"]
-    by_filter = {e["filter"]: e for e in report["filters"]}
+    assert rows_in == report.rows_out
+    assert report.rows_in - report.rows_out == sum(report.dropped.values())  # every drop has a reason
+    by_filter = {e["filter"]: e for e in report.details["filters"]}
     assert by_filter["drop_after_first_error"]["steps_removed"] == 1  # "c" after the error at "b"
     assert by_filter["min_rollouts"]["rows_removed"] == 1  # the path through the 2-rollout estimate
     rows = {tuple(r["completions"]): r for r in labelled_run.read("steps").to_pylist()}
@@ -118,17 +120,18 @@ def test_filter_stage_writes_loadable_steps_and_a_report_that_adds_up(labelled_r
 def test_filter_rerun_is_a_no_op_and_a_changed_rule_needs_force(labelled_run):
     from prmfactory.errors import UsageError
 
-    run_filter(labelled_run, FilterConfig(rule="mc", quiet=True))
-    again = run_filter(labelled_run, FilterConfig(rule="mc", quiet=True))
-    assert again["skipped_done"] == labelled_run.read("steps").num_rows
+    execute("filter", labelled_run, FilterConfig(rule="mc", quiet=True))
+    again = execute("filter", labelled_run, FilterConfig(rule="mc", quiet=True))
+    assert again.already_done and again.rows_out == labelled_run.read("steps").num_rows
     with pytest.raises(UsageError, match="--force"):
-        run_filter(labelled_run, FilterConfig(rule="consensus", quiet=True))
-    report = run_filter(labelled_run, FilterConfig(rule="consensus", quiet=True), force=True)
-    assert report["rule_kept"] == 1 and sum(report["rule_dropped"].values()) == 3
+        execute("filter", labelled_run, FilterConfig(rule="consensus", quiet=True))
+    report = execute("filter", labelled_run, FilterConfig(rule="consensus", quiet=True), force=True)
+    assert report.counts["rule_kept"] == 1 and report.dropped == {"not_judged": 3}
+    assert [r["reason"] for r in labelled_run.read("rejected").to_pylist()] == ["not_judged"] * 3
     assert [r["completions"] for r in labelled_run.read("steps").to_pylist()] == [["a", "b"]]
 
 
 def test_balance_keeps_equal_positive_and_negative_rows(labelled_run):
-    report = run_filter(labelled_run, FilterConfig(rule="mc", balance=True, quiet=True))
+    report = execute("filter", labelled_run, FilterConfig(rule="mc", balance=True, quiet=True))
     labels = [all(r["labels"]) for r in labelled_run.read("steps").to_pylist()]
-    assert labels.count(True) == labels.count(False) == 1 and report["rows_out"] == 2
+    assert labels.count(True) == labels.count(False) == 1 and report.rows_out == 2

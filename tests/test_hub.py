@@ -7,7 +7,8 @@ import yaml
 from typer.testing import CliRunner
 
 from prmfactory.cli import app
-from prmfactory.filter.stage import FilterConfig, run_filter
+from prmfactory.filter.config import FilterConfig
+from prmfactory.stages import execute
 from prmfactory.hub import LARGE_FOLDER_BYTES, upload
 from tests.test_filter import labelled_run  # noqa: F401  (fixture)
 
@@ -16,7 +17,7 @@ runner = CliRunner()
 
 @pytest.fixture
 def filtered_run(labelled_run):  # noqa: F811
-    run_filter(labelled_run, FilterConfig(rule="mc", quiet=True))
+    execute("filter", labelled_run, FilterConfig(rule="mc", quiet=True))
     return labelled_run
 
 
@@ -56,7 +57,7 @@ def test_dry_run_refuses_a_run_without_steps_and_a_non_empty_folder(labelled_run
     assert result.exit_code == 2 and "no steps/ shards" in result.output
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "f").write_text("x")
-    run_filter(labelled_run, FilterConfig(rule="mc", quiet=True))
+    execute("filter", labelled_run, FilterConfig(rule="mc", quiet=True))
     result = runner.invoke(app, ["publish", "--run", str(labelled_run.root), "--repo-id", "o/n", "--dry-run",
                                  str(tmp_path / "full")])
     assert result.exit_code == 2 and "not empty" in result.output

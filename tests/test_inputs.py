@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from prmfactory.inputs import MAX_LINE_BYTES, InputFileError, commit_problems, derive_id, load_problems, read_problems
+from prmfactory.inputs import MAX_LINE_BYTES, InputFileError, derive_id, load_problems, read_problems
+from prmfactory.search.stage import commit_problems
 from prmfactory.store import Run
 from tests.conftest import FIXTURES
 
@@ -120,13 +121,13 @@ def test_skip_invalid_processes_valid_lines_and_writes_every_reject(write_lines,
     run = Run(tmp_path / "run")
     rows, issues = load_problems(path, "auto", skip_invalid=True)
     with run.writing():
-        rows = commit_problems(run, rows, issues)
+        rows = commit_problems(run.commit, run, rows, issues, None, str(path))
     assert [r["question_id"] for r in rows] == ["a", "d"]
     assert sorted(run.read("problems").column("question_id").to_pylist()) == ["a", "d"]
     rejects = [json.loads(line) for line in (run.root / "rejects.jsonl").read_text().splitlines()]
     assert [r["source"].rsplit(":", 1)[1] for r in rejects] == ["2", "3", "5", "6"]
     assert {r["field"] for r in rejects} == {"", "problem", "id"}
     with run.writing():  # a rerun neither duplicates problems nor rejects
-        commit_problems(run, *load_problems(path, "auto", skip_invalid=True))
+        commit_problems(run.commit, run, *load_problems(path, "auto", skip_invalid=True), None, str(path))
     assert run.read("problems").num_rows == 2
     assert len((run.root / "rejects.jsonl").read_text().splitlines()) == 4

@@ -65,7 +65,7 @@ def test_sigkill_during_mcts_then_rerun_gives_exactly_one_summary_per_question(t
     assert all(per_question.get(q["question_id"], 0) == q["num_nodes"] for q in questions)
     report = run.read_report("mcts")
     assert report["skipped_done"] == killed_at
-    assert report["engine"]["prefix_cache_queries"] > 0
+    assert report["engine"]["prefix_cache_queries"] > 0 and report["rows_in"] == 60
     assert "mcts" in run.stage_configs() and (run_dir / "log.txt").read_text().count("mcts report") >= 1
 
     again = subprocess.run(mcts_command(toy_problems, run_dir, tiny_model_dir, config), env=env,

@@ -52,8 +52,8 @@ def test_toy_pipeline_end_to_end_and_resume(tmp_path):
     assert run.read("verdicts").num_rows > 0
     complete = sum(run.read("nodes").column("complete").to_pylist())
     assert run.read("judgements").num_rows == complete
-    assert run.read_report("filter")["solutions"] == complete
+    assert run.read_report("filter")["rows_in"] == complete
     again = subprocess.run(command, capture_output=True, text=True)
     assert again.returncode == 0, again.stderr[-3000:]
     assert run.read("questions").num_rows == 6 and run.read("judgements").num_rows == complete
-    assert run.read_report("mcts")["skipped_done"] == 6 and run.read_report("judge")["questions"] == 0
+    assert run.read_report("mcts")["skipped_done"] == 6 and run.read_report("judge")["rows_in"] == 0

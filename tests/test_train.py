@@ -81,7 +81,8 @@ def _weights_changed(base, trained) -> bool:
 
 @pytest.mark.slow
 def test_discriminative_training_learns_and_saves_a_loadable_prm_with_a_card(discriminative_prm, tokenizer):
-    output, report = discriminative_prm
+    output, stage_report = discriminative_prm
+    report = stage_report.details
     assert report["last_logged_loss"] < report["first_logged_loss"]
     assert _weights_changed(MODEL_ALIASES["toy"], output)
     meta = json.loads((output / "prm.json").read_text())
@@ -107,10 +108,9 @@ def test_discriminative_training_learns_and_saves_a_loadable_prm_with_a_card(dis
 def test_soft_labels_and_lora_train_and_merge(shards, tmp_path):
     from transformers import AutoModelForTokenClassification
 
-    from prmfactory.train.stage import TrainPrmConfig, run_train_prm
-
-    report = run_train_prm(TrainPrmConfig(soft_labels=True, lora_r=8, max_steps=30, learning_rate=2e-3,
-                                          threads=1, quiet=True), shards, tmp_path)
+    report = execute("train-prm", Run(tmp_path), TrainPrmConfig(soft_labels=True, lora_r=8, max_steps=30,
+                                                                learning_rate=2e-3, threads=1, quiet=True),
+                     source=StageInput(shards)).details
     assert report["last_logged_loss"] < report["first_logged_loss"]
     model = AutoModelForTokenClassification.from_pretrained(tmp_path)  # merged: a plain model, no adapter files
     assert not (tmp_path / "adapter_config.json").exists() and model.config.num_labels == 2
@@ -119,10 +119,8 @@ def test_soft_labels_and_lora_train_and_merge(shards, tmp_path):
 
 @pytest.mark.slow
 def test_generative_prm_trains_with_sft_and_scores_each_step(shards, tmp_path):
-    from prmfactory.train.stage import TrainPrmConfig, run_train_prm
-
-    report = run_train_prm(TrainPrmConfig(kind="generative", max_steps=20, learning_rate=1e-3, threads=1, quiet=True),
-                           shards, tmp_path)
+    report = execute("train-prm", Run(tmp_path), TrainPrmConfig(kind="generative", max_steps=20, learning_rate=1e-3,
+                                                                threads=1, quiet=True), source=StageInput(shards)).details
     assert report["last_logged_loss"] < report["first_logged_loss"]
     prm = PRM.from_pretrained(tmp_path)
     problem = generate(1, "test", 1)[0]
@@ -177,7 +175,7 @@ def qwen2_prm(tmp_path_factory, tokenizer):
     import torch
     from transformers import Qwen2Config, Qwen2ForTokenClassification
 
-    from prmfactory.prm import PRMMeta
+    from prmfactory.prm_folder import PRMMeta
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("qwen2-prm")

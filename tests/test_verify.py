@@ -143,7 +143,8 @@ def _node(qid, node_id, steps):
 
 def test_stage_writes_a_verdict_per_step_node_and_checks_final_answers(tmp_path):
     from prmfactory.store import Run
-    from prmfactory.verify.stage import VerifyConfig, run_verify
+    from prmfactory.stages import execute
+    from prmfactory.verify.config import VerifyConfig
     from tests.test_store import problem
 
     run = Run(tmp_path / "run")
@@ -153,7 +154,7 @@ def test_stage_writes_a_verdict_per_step_node_and_checks_final_answers(tmp_path)
         run.commit({"problems": [dict(problem("q1"), answer="14"), dict(problem("q2"), answer="14")],
                     "nodes": [_node("q1", "0", []), _node("q1", "1", right[:1]), _node("q1", "2", right),
                               _node("q2", "0", []), _node("q2", "1", wrong[:1]), _node("q2", "2", wrong)]})
-    report = run_verify(run, VerifyConfig(quiet=True))
+    report = execute("verify", run, VerifyConfig(quiet=True))
     rows = {(r["question_id"], r["node_id"], r["step_index"]): r for r in run.read("verdicts").to_pylist()}
     # complete solutions (node 2) get a verdict per step; other nodes one for their last step
     assert set(rows) == {("q1", "1", 0), ("q1", "2", 0), ("q1", "2", 1), ("q2", "1", 0), ("q2", "2", 0), ("q2", "2", 1)}
@@ -162,9 +163,9 @@ def test_stage_writes_a_verdict_per_step_node_and_checks_final_answers(tmp_path)
     assert rows[("q2", "1", 0)]["verdict"] == "incorrect" and rows[("q2", "2", 0)]["verdict"] == "incorrect"
     final = rows[("q2", "2", 1)]["claims"][-1]
     assert (final["kind"], final["verdict"], final["value_claimed"]) == ("final_answer", "incorrect", "16")
-    assert report["verdicts"] == {"correct": 3, "incorrect": 3, "unverifiable": 0}
-    again = run_verify(run, VerifyConfig(quiet=True))
-    assert again["skipped_done"] == 2 and run.read("verdicts").num_rows == 6
+    assert report.counts == {"correct": 3, "incorrect": 3, "unverifiable": 0, "claim_timeouts": 0}
+    again = execute("verify", run, VerifyConfig(quiet=True))
+    assert again.skipped_done == 2 and again.already_done and run.read("verdicts").num_rows == 6
 
 
 def test_processbench_metrics_match_eval_on_the_same_predictions(tmp_path):

@@ -28,14 +28,14 @@ ENGINES: dict[str, Callable[..., Engine]] = {"vllm": _vllm, "openai": _openai}
 
 def create_engine(model: str, config: "EngineConfig", seed: int) -> Engine:
     """The backend ``config.backend`` serving ``model`` (``toy`` / ``toy-judge`` resolve to the toy models)."""
-    from prmfactory.toy import resolve_model
+    from prmfactory.resources import resolve_model
 
     return ENGINES[config.backend](model=resolve_model(model), seed=seed, **config.model_dump(exclude={"backend"}))
 
 
 @contextlib.asynccontextmanager
-async def open_engine(model: str, config: "EngineConfig", seed: int, report: dict[str, Any]) -> AsyncIterator[Engine]:
-    """An engine for the duration of a stage; its metrics go into ``report["engine"]`` and it is always closed.
+async def open_engine(model: str, config: "EngineConfig", seed: int, metrics: dict[str, Any]) -> AsyncIterator[Engine]:
+    """An engine for the duration of a stage; its metrics go into ``metrics`` and it is always closed.
 
     Create it inside the event loop that uses it (the async engine binds to its loop).
     """
@@ -43,5 +43,5 @@ async def open_engine(model: str, config: "EngineConfig", seed: int, report: dic
     try:
         yield engine
     finally:
-        report["engine"] = engine.metrics()
+        metrics.update(engine.metrics())
         await engine.close()

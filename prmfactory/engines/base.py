@@ -12,7 +12,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Awaitable, Iterable, Protocol
 
+from prmfactory.errors import PrmfactoryError
+
 DEFAULT_SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
+
+
+class EngineFailure(PrmfactoryError):
+    """The engine itself is dead or unreachable: no further request can succeed, so a stage stops
+    (nothing of an unfinished question is committed) instead of recording questions as failed."""
 
 
 @dataclass(frozen=True)

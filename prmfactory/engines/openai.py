@@ -18,11 +18,11 @@ import os
 import random
 from typing import Any
 
-from prmfactory.engines.base import Completion, EngineStats, Prompt, SamplingSpec, replicate
+from prmfactory.engines.base import Completion, EngineFailure, EngineStats, Prompt, SamplingSpec, replicate
 from prmfactory.errors import PrmfactoryError
 
 
-class EngineUnavailableError(PrmfactoryError):
+class EngineUnavailableError(EngineFailure):
     """The server cannot be reached or keeps failing; retrying questions would not help."""
 
 

@@ -13,7 +13,8 @@ import itertools
 import os
 from typing import Any
 
-from prmfactory.engines.base import Completion, EngineStats, Prompt, SamplingSpec, prompt_token_ids, replicate
+from prmfactory.engines.base import (Completion, EngineFailure, EngineStats, Prompt, SamplingSpec, prompt_token_ids,
+                                     replicate)
 from prmfactory.errors import PrmfactoryError, PromptTooLong
 
 
@@ -54,6 +55,7 @@ class VllmEngine:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
         from vllm.sampling_params import RequestOutputKind
+        from vllm.v1.engine.exceptions import EngineDeadError
 
         ids = self.prompt_ids(prompt)
         room = self.max_model_len - len(ids)
@@ -74,6 +76,8 @@ class VllmEngine:
                            for o in sorted(final.outputs, key=lambda o: o.index)]
             tokens = sum(c.num_tokens for c in completions)
             return replicate(completions, spec)
+        except EngineDeadError as exc:
+            raise EngineFailure(f"vLLM engine for {self.model} died: {str(exc).splitlines()[0] if str(exc) else 'no reason given'}") from exc
         finally:
             self.stats.end(spec.n, tokens)
 

@@ -81,7 +81,7 @@ def write_results(result: Mapping[str, Any], output: Path, title: str) -> None:
 def write_candidates(path: Path, problems: Sequence[Mapping[str, Any]], candidates: Sequence[Sequence[Candidate]],
                      scores: Sequence[Sequence[Sequence[float]]] | None = None) -> None:
     """JSONL, one problem per line: its id, reference answer and candidates (with step scores when given)."""
-    from prmfactory.store import atomic_write_text
+    from prmfactory.fileio import atomic_write_text
 
     lines = []
     for index, (problem, group) in enumerate(zip(problems, candidates)):
@@ -112,7 +112,8 @@ def evaluate_bon(prm_path: Path, output: Path, *, problems: Sequence[Mapping[str
                  max_tokens: int = 512, backend: str = "transformers", limit: int | None = None, seed: int = 0,
                  quiet: bool = False) -> dict[str, Any]:
     """Sample (or reread) candidates, rerank them with the PRM, write results and record them in its card."""
-    from prmfactory.prm import PRM, PRMMeta, record_eval, score_with_progress
+    from prmfactory.prm import PRM, score_with_progress
+    from prmfactory.prm_folder import PRMMeta, record_eval
 
     if candidates is not None:
         problems, sampled = read_candidates(candidates)

@@ -10,7 +10,7 @@ from typing import Any, Iterator, Mapping
 
 def write_json_and_markdown(output: Path, stem: str, result: Mapping[str, Any], markdown: str) -> None:
     """``OUTPUT/<stem>.json`` and ``OUTPUT/<stem>.md``, each written atomically."""
-    from prmfactory.store import atomic_write_text
+    from prmfactory.fileio import atomic_write_text
 
     atomic_write_text(output / f"{stem}.json", json.dumps(result, indent=1))
     atomic_write_text(output / f"{stem}.md", markdown)

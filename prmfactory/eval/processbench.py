@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from prmfactory.errors import UsageError
+from prmfactory.prm import first_below
 
 
 def load_splits(path: Path) -> dict[str, list[dict[str, Any]]]:
@@ -35,11 +36,6 @@ def load_splits(path: Path) -> dict[str, list[dict[str, Any]]]:
                     raise UsageError(f"{file}: record {index}: field {field!r}: missing or of the wrong type")
         splits[file.stem] = records
     return splits
-
-
-def first_below(scores: Sequence[float], threshold: float = 0.5) -> int:
-    """The ProcessBench prediction from step scores: the first step scored below the threshold, else −1."""
-    return next((i for i, score in enumerate(scores) if score < threshold), -1)
 
 
 def split_metrics(labels: Sequence[int], predictions: Sequence[int]) -> dict[str, float]:
@@ -85,7 +81,7 @@ def score_splits(prm, splits: Mapping[str, Sequence[dict[str, Any]]], output: Pa
                  *, quiet: bool = False) -> dict[Any, int]:
     """Score every record with a PRM; write ``predictions.jsonl`` (id, split, step_scores, prediction)."""
     from prmfactory.prm import score_with_progress
-    from prmfactory.store import atomic_write_text
+    from prmfactory.fileio import atomic_write_text
 
     records = [(name, r) for name, split in splits.items() for r in split]
     for name, record in records:
@@ -105,7 +101,8 @@ def score_splits(prm, splits: Mapping[str, Sequence[dict[str, Any]]], output: Pa
 def evaluate_prm(prm_path: Path, data: Path, output: Path, *, threshold: float = 0.5, backend: str = "transformers",
                  quiet: bool = False) -> dict[str, Any]:
     """Score ProcessBench files with a trained PRM; write predictions and metrics; record them in its card."""
-    from prmfactory.prm import PRM, record_eval
+    from prmfactory.prm import PRM
+    from prmfactory.prm_folder import record_eval
 
     splits = load_splits(data)
     prm = PRM.from_pretrained(prm_path, backend=backend)

@@ -26,14 +26,13 @@ class Candidate:
 
 
 async def _sample(problems, policy, engine_config, spec, seed, quiet):
-    from prmfactory.config import DEFAULT_SYSTEM_PROMPT
     from prmfactory.engines import open_engine
-    from prmfactory.engines.base import Prompt, chat_messages, run_all
+    from prmfactory.engines.base import DEFAULT_SYSTEM_PROMPT, Prompt, chat_messages, run_all
     from prmfactory.progress import stage_progress
 
     texts: list[list[str]] = [[] for _ in problems]
-    report: dict[str, Any] = {}
-    async with open_engine(policy, engine_config, seed, report) as engine:
+    metrics: dict[str, Any] = {}
+    async with open_engine(policy, engine_config, seed, metrics) as engine:
         with stage_progress("sampling solutions", len(problems), quiet=quiet) as bar:
             async def one(index: int) -> None:
                 outputs = await engine.generate(Prompt(chat_messages(problems[index]["problem"], DEFAULT_SYSTEM_PROMPT)), spec)
@@ -41,7 +40,7 @@ async def _sample(problems, policy, engine_config, spec, seed, quiet):
                 bar.advance()
 
             await run_all(one(i) for i in range(len(problems)))
-    return texts, report.get("engine", {})
+    return texts, metrics
 
 
 def sample_candidates(problems: Sequence[dict[str, Any]], *, policy: str, samples: int, temperature: float,

@@ -44,6 +44,8 @@ class PathEvidence:
 
 @dataclass
 class Labels:
+    """A rule's labels for one path; ``keep`` false drops the path, ``reason`` is the slug saying why."""
+
     labels: list[bool]
     soft: list[float]
     keep: bool = True
@@ -63,7 +65,7 @@ def mc_labels(path: PathEvidence) -> Labels:
             soft.append(0.0)
         else:
             break  # no estimate decides this step
-    return Labels(labels, soft, keep=bool(labels), reason=None if labels else "no estimate decides the first step")
+    return Labels(labels, soft, keep=bool(labels), reason=None if labels else "no_decisive_estimate")
 
 
 def first_error(labels: list[bool]) -> int:
@@ -73,12 +75,12 @@ def first_error(labels: list[bool]) -> int:
 def consensus_labels(path: PathEvidence) -> Labels:
     result = mc_labels(path)
     if path.judge_first_error is None:
-        return Labels(result.labels, result.soft, False, "not judged (or every judge output malformed)")
+        return Labels(result.labels, result.soft, False, "not_judged")
     mc_error = first_error(result.labels)
     if len(result.labels) < len(path.steps) and mc_error == -1:
-        return Labels(result.labels, result.soft, False, "MC does not decide every step")
+        return Labels(result.labels, result.soft, False, "mc_undecided")
     if mc_error != path.judge_first_error:
-        return Labels(result.labels, result.soft, False, "MC and judge disagree on the first error")
+        return Labels(result.labels, result.soft, False, "mc_judge_disagree")
     return result
 
 
@@ -125,5 +127,5 @@ def rpe_labels(path: PathEvidence, epsilon: float = 0.8) -> Labels:
         soft.append(min(ratio, 1.0))
         previous = value
     if not labels:
-        return Labels([], [], False, "no root MC value")
+        return Labels([], [], False, "no_root_mc")
     return Labels(_monotone(labels), soft)

@@ -1,50 +1,34 @@
-"""``run_filter``: nodes + verdicts + judgements -> stepwise training rows (``steps``).
+"""The filter stage: nodes + verdicts + judgements -> stepwise training rows (``steps``).
 
 Reads the run's ``problems``, ``nodes`` (every complete solution becomes one candidate row),
 ``verdicts`` and ``judgements`` (both optional: a rule that needs a missing signal says so), applies
 the label rule, then the SQL filters in order, and writes the surviving rows as ``steps`` — TRL's
-stepwise layout (``prompt``, ``completions``, ``labels``) plus soft labels and provenance. The
-report (``reports/filter.json``) lists, for the rule and for every filter, the rows (and steps)
-in and out, so nothing disappears silently. The stage runs over the whole run at once (dedupe and
-balance look across questions); a rerun with the same config finds the rows written and stops.
+stepwise layout (``prompt``, ``completions``, ``labels``) plus soft labels and provenance. Every
+candidate row it drops goes to ``rejected`` with its reason slug, committed together with the
+steps, and the report counts them: rows in − rows out = the sum of the drops. The stage runs over
+the whole run at once (dedupe and balance look across questions), so any change upstream makes
+its rows stale and a rerun recomputes them; a rerun with nothing changed finds them written and stops.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections import Counter
-from typing import Any, Literal, Optional
+from typing import Any
 
 import pyarrow as pa
-from pydantic import Field
 
 from prmfactory import schemas
-from prmfactory.config import StageConfig, runtime_field
-from prmfactory.errors import UsageError
+from prmfactory.filter.config import FilterConfig
 from prmfactory.filter.rules import (HybridWeights, Labels, PathEvidence, consensus_labels, hybrid_labels, mc_labels,
                                      rpe_labels)
 from prmfactory.filter.sql import FILTERS
+from prmfactory.stages import Stage, StageContext, StageReport
 from prmfactory.store import Run
 
 LOG = logging.getLogger("prmfactory")
 
 
-class FilterConfig(StageConfig):
-    """``prmfactory filter``: the label rule and the filters, in the order they run."""
-
-    rule: Literal["mc", "consensus", "hybrid", "rpe"] = Field("mc", description="Label rule (prmfactory/filter/rules.py).")
-    hybrid_weights: dict[str, float] = Field(
-        default_factory=lambda: dict(vars(HybridWeights())),
-        description="hybrid: weights of the mc, judge, tool and outcome signals.")
-    rpe_epsilon: float = Field(0.8, gt=0, description="rpe: least MC(s_t)/MC(s_t-1) of a correct step.")
-    dedupe: bool = Field(True, description="Keep one row per identical step sequence of a question.")
-    drop_after_first_error: bool = Field(True, description="Cut every row after its first wrong step.")
-    min_rollouts: Optional[int] = Field(None, ge=1, description="Drop rows with an estimate resting on fewer rollouts.")
-    min_step_length: Optional[int] = Field(None, ge=1, description="Drop rows with a step shorter than this (characters).")
-    max_steps: Optional[int] = Field(None, ge=1, description="Drop rows with more steps than this.")
-    balance: bool = Field(False, description="Keep as many all-correct rows as rows with an error.")
-    quiet: bool = runtime_field(False, "No progress output.")
 
 
 def _rule(config: FilterConfig):
@@ -96,12 +80,24 @@ def training_row(path: PathEvidence, result: Labels, rule: str) -> dict[str, Any
             "rule": rule}
 
 
-def apply_filters(table: pa.Table, config: FilterConfig) -> tuple[pa.Table, list[dict[str, Any]]]:
-    """Run the enabled SQL filters in order; one report entry per filter."""
+ROW_ID = "_row"  # a candidate's position, carried through the SQL filters to find what each one removed
+
+
+def rejected_row(row: dict[str, Any], reason: str) -> dict[str, Any]:
+    return {"question_id": row["question_id"], "stage": "filter", "reason": reason,
+            "node_id": (row["source_node_ids"] or [None])[-1], "completions": row["completions"],
+            "labels": row["labels"]}
+
+
+def apply_filters(table: pa.Table, config: FilterConfig) -> tuple[pa.Table, list[dict[str, Any]], list[dict[str, Any]]]:
+    """Run the enabled SQL filters in order; one report entry per filter and a rejected row per removed row."""
     import duckdb
 
+    schema = schemas.load("steps")
+    carried = schema.arrow.append(pa.field(ROW_ID, pa.int64(), nullable=False))
+    table = table.append_column(ROW_ID, pa.array(range(table.num_rows), pa.int64())).cast(carried)
     con = duckdb.connect()
-    report = []
+    report, rejected = [], []
     settings = {"dedupe": config.dedupe, "drop_after_first_error": config.drop_after_first_error,
                 "min_rollouts": config.min_rollouts, "min_step_length": config.min_step_length,
                 "max_steps": config.max_steps, "balance": config.balance}
@@ -110,48 +106,57 @@ def apply_filters(table: pa.Table, config: FilterConfig) -> tuple[pa.Table, list
         if value is None or value is False:
             continue
         con.register("rows", table)
-        result = con.sql(sql(value)).to_arrow_table()
-        result = result.select(schemas.load("steps").column_names).cast(schemas.load("steps").arrow)
+        result = con.sql(sql(value)).to_arrow_table().select(carried.names).cast(carried)
+        con.unregister("rows")
+        kept = set(result.column(ROW_ID).to_pylist())
+        rejected += [rejected_row(row, name) for row in table.to_pylist() if row[ROW_ID] not in kept]
         steps_in = sum(len(c) for c in table.column("completions").to_pylist())
         steps_out = sum(len(c) for c in result.column("completions").to_pylist())
         report.append({"filter": name, "parameter": value, "rows_in": table.num_rows, "rows_out": result.num_rows,
                        "rows_removed": table.num_rows - result.num_rows, "steps_removed": steps_in - steps_out,
                        "sql": sql(value)})
-        con.unregister("rows")
         table = result
-    return table, report
+    return table.drop_columns([ROW_ID]).cast(schema.arrow), report, rejected
 
 
-def run_filter(run: Run, config: FilterConfig, *, force: bool = False) -> dict[str, Any]:
-    started = time.time()
-    with run.writing(), run.log_to_file("filter"):
-        run.begin_stage("filter", config, ["steps"], force=force)
+class FilterStage(Stage):
+    """problems, nodes, verdicts, judgements -> steps (+ rejected), over the whole run."""
+
+    name = "filter"
+    config_model = FilterConfig
+    reads = ("problems", "nodes", "verdicts", "judgements")
+    requires = ("problems", "nodes")
+    writes = ("steps", "rejected")
+    whole_run = True
+
+    def run(self, ctx: StageContext) -> StageReport:
+        run, config = ctx.run, ctx.config
         if run.shards("steps"):
-            report = run.read_report("filter") or {}
-            LOG.info("filter: steps already written with this config; nothing to do")
-            return {**report, "skipped_done": report.get("rows_out", 0), "already_done": True}
-        if not run.shards("nodes"):
-            raise UsageError(f"{run.root}: no nodes to label; run `prmfactory mcts` first")
+            ctx.log.info("filter: steps already written from these inputs with this config; nothing to do")
+            previous = run.read_report("filter") or {"stage": "filter"}
+            return StageReport(**{**previous, "already_done": True, "discarded": {}})
+        report = ctx.report
         paths = collect_paths(run)
         rule = _rule(config)
-        rows, dropped = [], Counter()
+        rows, rejected, dropped = [], [], Counter()
         for path in paths:
             result = rule(path)
             if result.keep:
                 rows.append(training_row(path, result, config.rule))
             else:
-                dropped[result.reason or "dropped"] += 1
+                reason = result.reason or "rule"
+                dropped[reason] += 1
+                rejected.append({"question_id": path.question_id, "stage": "filter", "reason": reason,
+                                 "node_id": path.node_ids[-1], "completions": path.steps,
+                                 "labels": result.labels or None})
         table = schemas.load("steps").table(rows)
-        table, filters = apply_filters(table, config)
-        run.commit({"steps": table})
+        table, filters, removed = apply_filters(table, config)
+        dropped.update(r["reason"] for r in removed)
+        ctx.commit({"steps": table, "rejected": rejected + removed})
         labels = [label for row in table.column("labels").to_pylist() for label in row]
-        report = {
-            "stage": "filter", "rule": config.rule, "solutions": len(paths), "rule_kept": len(rows),
-            "rule_dropped": dict(dropped), "filters": filters, "rows_out": table.num_rows,
-            "steps_out": len(labels), "positive_steps": sum(labels), "negative_steps": len(labels) - sum(labels),
-            "keep_rate": round(table.num_rows / len(paths), 4) if paths else 0.0,
-            "skipped_done": 0, "wall_seconds": round(time.time() - started, 1),
-        }
-        run.write_report("filter", report)
-        LOG.info("filter report: %s", {k: v for k, v in report.items() if k != "filters"})
-    return report
+        report.rows_in, report.dropped = len(paths), dict(dropped)
+        report.counts.update(rule_kept=len(rows), steps_out=len(labels), positive_steps=sum(labels),
+                             negative_steps=len(labels) - sum(labels))
+        report.details.update(rule=config.rule, filters=filters,
+                              keep_rate=round(table.num_rows / len(paths), 4) if paths else 0.0)
+        return report

@@ -1,10 +1,11 @@
-"""``run_mcts``: problems -> nodes + questions, many questions in flight over one async engine.
+"""The mcts stage: problems -> nodes + questions, many questions in flight over one async engine.
 
 Input: ``--input`` JSONL (see prmfactory.inputs). Output datasets: ``problems`` (the input
 rows), ``nodes`` (one row per estimated step prefix) and ``questions`` (exactly one summary per
 question — the resume ledger). Questions already summarised are skipped on a rerun; a question
 whose search raises is recorded as ``failed`` with the reason, while a dead or unreachable
-engine stops the stage (nothing of an unfinished question is committed).
+engine stops the stage (nothing of an unfinished question is committed). A problem whose text
+or answer differs from the one committed under its id is refused: its search would be stale.
 
 Reproducibility: the search's own choices are seeded, and so is the engine (once; per-request
 seeds crash the CPU engine). Rollouts are reproducible only when the engine batches requests the
@@ -14,28 +15,32 @@ same way, i.e. not across runs with concurrency > 1; the rollouts actually drawn
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
-import time
-from pathlib import Path
-from typing import Any
+from dataclasses import asdict
+from typing import Any, Callable
 
 from prmfactory.answers import AnswerChecker
-from prmfactory.config import MctsConfig
 from prmfactory.engines import open_engine
-from prmfactory.engines.base import Engine, SamplingSpec, chat_messages, run_all
-from prmfactory.engines.openai import EngineUnavailableError
-from prmfactory.inputs import InputFormat, commit_problems, load_problems
+from prmfactory.engines.base import Engine, EngineFailure, SamplingSpec, chat_messages, run_all
+from prmfactory.errors import UsageError
+from prmfactory.fileio import atomic_write_text
+from prmfactory.inputs import InputIssue, load_problems
 from prmfactory.progress import stage_progress
+from prmfactory.search.config import MctsConfig
 from prmfactory.search.montecarlo import search_mc
 from prmfactory.search.omegaprm import OmegaParams, search_omegaprm
 from prmfactory.search.outcome import SearchOutcome
 from prmfactory.search.rollouts import QuestionContext
+from prmfactory.stages import Stage, StageContext, StageReport
 from prmfactory.steps import Segmenter
 from prmfactory.store import CommitBuffer, Run
 
-OUTPUTS = ("problems", "nodes", "questions")
 LOG = logging.getLogger("prmfactory")
+REJECTS_FILE = "rejects.jsonl"
+
+
 
 
 async def _search(context: QuestionContext, config: MctsConfig, rng: random.Random) -> SearchOutcome:
@@ -55,13 +60,13 @@ def _summary(question_id: str, config: MctsConfig, outcome: SearchOutcome | None
             "initial_accuracy": outcome.initial_accuracy if outcome else None}
 
 
-async def search_questions(run: Run, problems: list[dict[str, Any]], config: MctsConfig, engine: Engine,
-                           checker: AnswerChecker) -> dict[str, int]:
-    """Search every problem, committing nodes and summaries every ``commit_every`` questions."""
+async def search_questions(commit: Callable[..., Any], problems: list[dict[str, Any]], config: MctsConfig,
+                           engine: Engine, checker: AnswerChecker) -> dict[str, int]:
+    """Search every problem, committing nodes and summaries every ``commit_every`` questions through ``commit``."""
     segmenter = Segmenter(config.segmentation)
     sampling = SamplingSpec(temperature=config.temperature, top_p=config.top_p, max_tokens=config.max_new_tokens)
     slots = asyncio.Semaphore(config.concurrency)
-    buffer = CommitBuffer(run, ("nodes", "questions"), config.commit_every)
+    buffer = CommitBuffer(commit, ("nodes", "questions"), config.commit_every)
     counts = {"searched": 0, "prefiltered_all_correct": 0, "prefiltered_all_wrong": 0, "failed": 0}
 
     async def one(problem: dict[str, Any]) -> None:
@@ -73,11 +78,9 @@ async def search_questions(run: Run, problems: list[dict[str, Any]], config: Mct
         async with slots:
             try:
                 outcome = await _search(context, config, rng)
-            except EngineUnavailableError:
+            except EngineFailure:
                 raise
             except Exception as exc:  # one question's failure is recorded, never fatal to the others
-                if type(exc).__name__ == "EngineDeadError":
-                    raise
                 reason = f"{type(exc).__name__}: {exc}"[:500]
                 LOG.warning("question %s failed: %s", qid, reason)
         buffer.add({"questions": [_summary(qid, config, outcome, context, reason)],
@@ -91,34 +94,68 @@ async def search_questions(run: Run, problems: list[dict[str, Any]], config: Mct
     return counts
 
 
-async def _search_with_engine(run: Run, problems: list[dict[str, Any]], config: MctsConfig, checker: AnswerChecker,
-                             report: dict[str, Any]) -> None:
+def commit_problems(commit: Callable[..., Any], run: Run, rows: list[dict[str, Any]], issues: list[InputIssue],
+                    limit: int | None, source: str) -> list[dict[str, Any]]:
+    """Write validated problems (those not yet committed) and the rejects into the run; return the rows to work on.
+
+    Rejected lines go, with their reasons, to ``RUN/rejects.jsonl`` (rewritten whole on each run,
+    so reruns do not duplicate it). A problem committed earlier under the same id with another text
+    or answer is refused: the searches and labels of that id were computed for the old one.
+    """
+    rows = rows[:limit] if limit is not None else rows
+    committed = {r["question_id"]: r for r in run.read("problems").select(
+        ["question_id", "problem", "answer"]).to_pylist()} if run.shards("problems") else {}
+    for row in rows:
+        old = committed.get(row["question_id"])
+        for field in ("problem", "answer"):
+            if old is not None and old[field] != row[field]:
+                raise UsageError(f"{source}: id {row['question_id']!r}: field {field!r}: differs from the problem "
+                                 f"committed in {run.root} under this id; rerun with --force to search the new "
+                                 "problems (it discards the run's searches and labels)")
+    rejects = "".join(json.dumps(asdict(issue), ensure_ascii=False) + "\n" for issue in issues)
+    if issues or (run.root / REJECTS_FILE).exists():
+        atomic_write_text(run.root / REJECTS_FILE, rejects)
+    commit({"problems": [r for r in rows if r["question_id"] not in committed]})
+    return rows
+
+
+async def _search_with_engine(ctx: StageContext, problems: list[dict[str, Any]], checker: AnswerChecker) -> None:
     """Create the engine inside the event loop that uses it, search, and always close it."""
-    async with open_engine(config.policy, config.engine, config.seed, report) as engine:
-        report["statuses"] = await search_questions(run, problems, config, engine, checker)
+    config = ctx.config
+    async with open_engine(config.policy, config.engine, config.seed, ctx.report.engine) as engine:
+        ctx.report.counts.update(await search_questions(ctx.commit, problems, config, engine, checker))
 
 
-def run_mcts(run: Run, config: MctsConfig, input_path: Path, *, input_format: InputFormat = "auto",
-             skip_invalid: bool = False, force: bool = False) -> dict[str, Any]:
-    """The mcts stage; returns (and stores in ``reports/mcts.json``) its counters and engine metrics."""
-    started = time.time()
-    problems, issues = load_problems(input_path, input_format, skip_invalid=skip_invalid)
-    with run.writing(), run.log_to_file("mcts"):
-        run.begin_stage("mcts", config, OUTPUTS, force=force)
-        problems = commit_problems(run, problems, issues, config.limit)
+class MctsStage(Stage):
+    """problems file -> problems, nodes, questions."""
+
+    name = "mcts"
+    config_model = MctsConfig
+    reads = ("problems",)
+    writes = ("problems", "nodes", "questions")
+
+    def prepare(self, ctx: StageContext):
+        if ctx.source is None:
+            raise UsageError("mcts needs --input PROBLEMS")
+        ctx.run.require_run_or_new()
+        return load_problems(ctx.source.path, ctx.source.format, skip_invalid=ctx.source.skip_invalid)
+
+    def run(self, ctx: StageContext) -> StageReport:
+        config, run, report = ctx.config, ctx.run, ctx.report
+        problems, issues = ctx.prepared
+        problems = commit_problems(ctx.commit, run, problems, issues, config.limit, str(ctx.source.path))
         done = run.committed_ids("questions")
         todo = [p for p in problems if p["question_id"] not in done]
-        LOG.info("mcts: %d problems read (%d rejected), %d already searched, %d to search with %s",
-                 len(problems), len(issues), len(problems) - len(todo), len(todo), config.policy)
-        report: dict[str, Any] = {"stage": "mcts", "problems": len(problems), "rejected_lines": len(issues),
-                                  "skipped_done": len(problems) - len(todo)}
+        ctx.log.info("mcts: %d problems read (%d rejected), %d already searched, %d to search with %s",
+                     len(problems), len(issues), len(problems) - len(todo), len(todo), config.policy)
+        report.rows_in, report.skipped_done = len(problems), len(problems) - len(todo)
+        if issues:
+            report.dropped["rejected_input_line"] = len(issues)
+        report.already_done = not todo
         if todo:
             with AnswerChecker(config.answer_timeout_s) as checker:
                 try:
-                    asyncio.run(_search_with_engine(run, todo, config, checker, report))
+                    asyncio.run(_search_with_engine(ctx, todo, checker))
                 finally:
-                    report["answer_check_timeouts"] = checker.timeouts
-        report["wall_seconds"] = round(time.time() - started, 1)
-        run.write_report("mcts", report)
-        LOG.info("mcts report: %s", report)
-    return report
+                    report.counts["answer_check_timeouts"] = checker.timeouts
+        return report

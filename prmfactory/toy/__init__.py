@@ -6,13 +6,7 @@ training; ``prmfactory toy build --retrain`` reproduces them from ``pipelines/to
 
 from __future__ import annotations
 
-from pathlib import Path
+from prmfactory.resources import MODEL_ALIASES, resolve_model
+from prmfactory.resources import TOY_MODELS_DIR as MODELS_DIR
 
-MODELS_DIR = Path(__file__).resolve().parent / "models"
-MODEL_ALIASES = {"toy": MODELS_DIR / "policy", "toy-judge": MODELS_DIR / "judge"}
-
-
-def resolve_model(name: str) -> str:
-    """Map the names ``toy`` and ``toy-judge`` to the committed models; other names pass through."""
-    path = MODEL_ALIASES.get(name)
-    return str(path) if path is not None else name
+__all__ = ["MODELS_DIR", "MODEL_ALIASES", "resolve_model"]

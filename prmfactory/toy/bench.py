@@ -11,7 +11,7 @@ def write_processbench(output: Path, n: int, *, split: str = "test", policy: str
                        seed: int = 0, quiet: bool = False) -> dict[str, Any]:
     """One policy solution for each of ``n`` toy problems as ProcessBench records (id, problem, steps, label)."""
     from prmfactory.eval.sampling import sample_candidates
-    from prmfactory.store import atomic_write_text
+    from prmfactory.fileio import atomic_write_text
     from prmfactory.toy.oracle import first_error
     from prmfactory.toy.problems import generate, to_input_row
 

@@ -10,7 +10,7 @@ def write_model_card(folder: Path, meta) -> Path:
     import jinja2
 
     from prmfactory.resources import resource_dir
-    from prmfactory.store import atomic_write_text
+    from prmfactory.fileio import atomic_write_text
 
     environment = jinja2.Environment(loader=jinja2.FileSystemLoader(resource_dir("data_cards")),
                                      undefined=jinja2.StrictUndefined, keep_trailing_newline=True)

@@ -17,36 +17,18 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any
 
-from pydantic import Field
-
-from prmfactory.config import StageConfig, dump_yaml, runtime_field
+from prmfactory.config import dump_yaml
 from prmfactory.errors import UsageError
+from prmfactory.stages import Stage, StageContext, StageInput, StageReport, rerun_command
+from prmfactory.store import Run
+from prmfactory.train.config import TrainPrmConfig
 
 REQUIRED_COLUMNS = ("prompt", "completions", "labels")
+PIPELINE_PRM_FOLDER = "prm"  # where a pipeline's train-prm stage saves the PRM, inside the run folder
 
 
-class TrainPrmConfig(StageConfig):
-    """How train-prm trains; defaults suit the toy domain on a CPU (raise them for 7B models)."""
-
-    kind: Literal["discriminative", "generative"] = Field("discriminative", description="Token-classification head or critique generator.")
-    base: str = Field("toy", description="Base model id or local path (`toy` for the toy policy).")
-    soft_labels: bool = Field(False, description="Discriminative: BCE on the MC value (`soft_labels`) instead of hard labels.")
-    last_step_only: bool = Field(False, description="Discriminative: train on the last kept step's label only.")
-    segmentation: Optional[Literal["blank_line", "step_prefix"]] = Field(
-        None, description="Step separator; default: the run's mcts segmentation, else blank_line.")
-    max_length: int = Field(512, ge=16, description="Longest tokenized example; whole steps beyond it are dropped and counted.")
-    learning_rate: float = Field(3e-4, gt=0, description="Peak learning rate (cosine schedule, 5% warm-up).")
-    epochs: float = Field(2.0, gt=0, description="Passes over the data (ignored when max_steps > 0).")
-    max_steps: int = Field(-1, description="Optimizer steps; -1 trains for `epochs`.")
-    batch_size: int = Field(16, ge=1, description="Examples per optimizer step.")
-    lora_r: int = Field(0, ge=0, description="LoRA rank (peft); 0 trains all weights.")
-    lora_alpha: int = Field(16, ge=1, description="LoRA scaling numerator.")
-    seed: int = Field(0, description="Seed of initialisation and data order.")
-    training_args: dict[str, Any] = Field(default_factory=dict, description="Further transformers TrainingArguments, passed as is.")
-    threads: Optional[int] = runtime_field(None, "torch threads (default: torch's choice).")
-    quiet: bool = runtime_field(False, "No progress bar.")
 
 
 @dataclass
@@ -63,13 +45,16 @@ def load_training_data(path: Path, segmentation: str | None) -> TrainingData:
     """Rows from a run folder's ``steps/`` or from Parquet shards; every row is checked."""
     import pyarrow.parquet as pq
 
-    from prmfactory.store import Run
-
     run = Run(path)
     claims: dict[tuple[str, int], list[dict[str, Any]]] = {}
     if run.exists():
         if "steps" not in run.datasets():
             raise UsageError(f"{path}: run has no steps/ shards; run `prmfactory filter --run {path}` first")
+        for dataset in ("steps", "verdicts"):
+            stale = run.stale_shards(dataset)
+            if stale:
+                raise UsageError(f"{path}: {dataset} is stale (computed from data that has since changed); rerun "
+                                 f"`{rerun_command(stale[0]['stage'], path)}` first")
         rows = run.read("steps").to_pylist()
         configs = run.stage_configs()
         segmentation = segmentation or configs.get("mcts", {}).get("config", {}).get("segmentation")
@@ -203,64 +188,91 @@ def _progress_callback(description: str, log, quiet: bool):
 TRAINERS = {"discriminative": _train_discriminative, "generative": _train_generative}
 
 
-def _existing_prm(output: Path, config: TrainPrmConfig, data: TrainingData, force: bool) -> dict[str, Any] | None:
-    """The report of a PRM already trained in ``output`` with this config and data; refuses a different one."""
-    from prmfactory.prm import META_FILE, PRMMeta
+class TrainPrmStage(Stage):
+    """steps (a run folder, or stepwise Parquet shards) -> a PRM folder.
 
-    if force or not (output / META_FILE).exists():
-        return None
-    meta = PRMMeta.load(output)
-    if meta.hyperparameters == config.output_affecting() and meta.lineage == data.lineage:
-        return {"stage": "train-prm", "output": str(output), "already_done": True, **meta.training}
-    raise UsageError(f"{output}: holds a PRM trained with another config or data; use --force to replace it")
-
-
-def run_train_prm(config: TrainPrmConfig, data_path: Path, output: Path, *, force: bool = False) -> dict[str, Any]:
-    """Train, save the merged model with ``prm.json`` and its card; return the training report.
-
-    A rerun with the same config and data returns the saved PRM's report without training.
+    ``ctx.run`` is the PRM folder (locked, logged to, its report in ``reports/``); ``ctx.source``
+    the training data. A rerun with the same config and data is a no-op; a PRM in the folder
+    trained on other data or with another config is replaced only with ``--force``.
     """
+
+    name = "train-prm"
+    config_model = TrainPrmConfig
+    reads = ("steps", "verdicts")
+
+    def in_pipeline(self, root: Path, source: StageInput | None) -> tuple[Run, StageInput | None]:
+        return Run(root / PIPELINE_PRM_FOLDER), StageInput(root)
+
+    def prepare(self, ctx: StageContext) -> TrainingData:
+        if ctx.source is None:
+            raise UsageError("train-prm needs --data")
+        data = load_training_data(ctx.source.path, ctx.config.segmentation)
+        if not data.rows:
+            raise UsageError(f"{ctx.source.path}: no training rows")
+        return data
+
+    def begin(self, ctx: StageContext) -> None:
+        from prmfactory.prm_folder import META_FILE, PRMMeta
+
+        output, data = ctx.run.root, ctx.prepared
+        if ctx.force or not (output / META_FILE).exists():
+            return
+        meta = PRMMeta.load(output)
+        if meta.hyperparameters != ctx.config.output_affecting():
+            raise UsageError(f"{output}: holds a PRM trained with another config; use --force to replace it")
+        if meta.lineage != data.lineage:
+            raise UsageError(f"{output}: holds a PRM trained on other data (the training rows changed since); "
+                             "use --force to retrain it")
+        ctx.report.already_done = True
+
+    def run(self, ctx: StageContext) -> StageReport:
+        from prmfactory.prm_folder import PRMMeta
+
+        report, data = ctx.report, ctx.prepared
+        report.rows_in = len(data.rows)
+        if report.already_done:
+            ctx.log.info("%s already holds this PRM (same config and data)", ctx.run.root)
+            report.details = PRMMeta.load(ctx.run.root).training
+            return report
+        report.details = train(ctx.config, data, ctx.source.path, ctx.run.root, ctx.log)
+        return report
+
+
+def train(config: TrainPrmConfig, data: TrainingData, data_path: Path, output: Path, log) -> dict[str, Any]:
+    """Train, save the merged model with ``prm.json`` and its card; return the training summary."""
     import shutil
 
     import torch
     from transformers import PrinterCallback
 
-    from prmfactory.prm import PRMMeta
-    from prmfactory.store import Run, atomic_write_text
-    from prmfactory.toy import resolve_model
+    from prmfactory.fileio import atomic_write_text
+    from prmfactory.prm_folder import PRMMeta
+    from prmfactory.resources import resolve_model
     from prmfactory.train.card import write_model_card
 
     if config.threads:
         torch.set_num_threads(config.threads)
-    data = load_training_data(data_path, config.segmentation)
-    if not data.rows:
-        raise UsageError(f"{data_path}: no training rows")
-    done = _existing_prm(output, config, data, force)
-    if done is not None:
-        return done
-    output.mkdir(parents=True, exist_ok=True)
     atomic_write_text(output / "train_config.yaml", dump_yaml({"train-prm": config.model_dump(mode="json"),
                                                               "data": str(data_path)}))
     base = resolve_model(config.base)
     started = time.monotonic()
-    with Run(output).log_to_file("train-prm") as log:
-        log.info("training a %s PRM on %d rows from %s (base %s)", config.kind, len(data.rows), data_path, base)
-        progress = _progress_callback(f"train-prm ({config.kind})", log, config.quiet)
-        trainer, tokenizer, counts = TRAINERS[config.kind](config, data, base, output, [progress])
-        trainer.remove_callback(PrinterCallback)  # the progress bar and log.txt carry the losses
-        log.info("data: %s", json.dumps(counts))
-        result = trainer.train()
-        model = trainer.model.merge_and_unload() if config.lora_r else trainer.model
-        model.save_pretrained(output)
-        tokenizer.save_pretrained(output)
-        shutil.rmtree(output / ".checkpoints", ignore_errors=True)
-        losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
-        training = {"steps": trainer.state.global_step, "train_loss": round(result.training_loss, 4),
-                    "first_logged_loss": losses[0] if losses else None, "last_logged_loss": losses[-1] if losses else None,
-                    "seconds": round(time.monotonic() - started, 1), "data": counts}
-        log.info("done: %s", json.dumps(training))
+    log.info("training a %s PRM on %d rows from %s (base %s)", config.kind, len(data.rows), data_path, base)
+    progress = _progress_callback(f"train-prm ({config.kind})", log, config.quiet)
+    trainer, tokenizer, counts = TRAINERS[config.kind](config, data, base, output, [progress])
+    trainer.remove_callback(PrinterCallback)  # the progress bar and log.txt carry the losses
+    log.info("data: %s", json.dumps(counts))
+    result = trainer.train()
+    model = trainer.model.merge_and_unload() if config.lora_r else trainer.model
+    model.save_pretrained(output)
+    tokenizer.save_pretrained(output)
+    shutil.rmtree(output / ".checkpoints", ignore_errors=True)
+    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    training = {"steps": trainer.state.global_step, "train_loss": round(result.training_loss, 4),
+                "first_logged_loss": losses[0] if losses else None, "last_logged_loss": losses[-1] if losses else None,
+                "seconds": round(time.monotonic() - started, 1), "data": counts}
+    log.info("done: %s", json.dumps(training))
     meta = PRMMeta(kind=config.kind, segmentation=data.segmentation, max_length=config.max_length, base=config.base,
                    lineage=data.lineage, hyperparameters=config.output_affecting(), training=training)
     meta.save(output)
     write_model_card(output, meta)
-    return {"stage": "train-prm", "output": str(output), "wall_seconds": training["seconds"], **training}
+    return training

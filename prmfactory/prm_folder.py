@@ -1,0 +1,58 @@
+"""The PRM folder format: ``prm.json`` (kind, step segmentation, max length, lineage, hyperparameters,
+training summary, evaluations) beside the model, its tokenizer and the model card.
+
+Written by train-prm, read by every scorer, extended by every evaluation; it has no model code,
+so the trainer, the scorers and the evaluations all depend on it and not on each other.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from prmfactory.errors import UsageError
+
+META_FILE = "prm.json"
+
+
+@dataclass
+class PRMMeta:
+    """What ``prm.json`` records about a trained PRM."""
+
+    kind: Literal["discriminative", "generative"]
+    segmentation: str = "blank_line"
+    max_length: int = 1024
+    base: str = ""
+    lineage: dict[str, Any] = field(default_factory=dict)
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    evals: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path) -> "PRMMeta":
+        meta_path = Path(path) / META_FILE
+        if not meta_path.is_file():
+            raise UsageError(f"{path}: not a PRM folder (no {META_FILE}; train one with `prmfactory train-prm`)")
+        try:
+            return cls(**json.loads(meta_path.read_text(encoding="utf-8")))
+        except (TypeError, json.JSONDecodeError) as exc:
+            raise UsageError(f"{meta_path}: invalid PRM metadata: {exc}") from exc
+
+    def save(self, path: Path) -> None:
+        from dataclasses import asdict
+
+        from prmfactory.fileio import atomic_write_text
+
+        atomic_write_text(Path(path) / META_FILE, json.dumps(asdict(self), indent=1))
+
+
+def record_eval(path: Path, name: str, numbers: dict[str, Any]) -> None:
+    """Add an evaluation's headline numbers to the PRM's ``prm.json`` and re-render its model card."""
+    from prmfactory.train.card import write_model_card
+
+    meta = PRMMeta.load(path)
+    meta.evals[name] = numbers
+    meta.save(path)
+    write_model_card(path, meta)

@@ -1,0 +1,209 @@
+"""One stage protocol, one registry and one runner (DESIGN.md §3.1, §3.13).
+
+A stage declares its name, its config model, the datasets it reads (``requires``: those it cannot
+run without) and writes, and ``run(ctx) -> StageReport``. :func:`execute` owns everything around
+it, once for all stages: the writer lock, the log, the lineage checks, ``--force`` (the stage's
+outputs *and everything downstream of it* are discarded, and the report says what), the report
+file and the timing.
+
+Lineage: every shard a stage commits through ``ctx`` records the input shards it was computed
+from. Before a stage runs, its own outputs whose inputs have changed are dropped and recomputed —
+only the affected questions for a stage keyed by question, everything for a whole-run stage — and
+an input that is itself stale stops the stage with a one-line error naming the stage to rerun.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Mapping, Sequence
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from prmfactory.config import StageConfig
+from prmfactory.errors import UsageError
+from prmfactory.store import CommitBuffer, Lineage, Run, config_sha256
+
+LOG = logging.getLogger("prmfactory")
+
+
+class StageReport(BaseModel):
+    """What one run of a stage did; stored as ``reports/<stage>.json`` (a PRM folder's for train-prm)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    stage: str
+    rows_in: int = Field(0, description="Units the stage considered this time (problems, questions, solutions, rows).")
+    rows_out: int = Field(0, description="Rows committed this time.")
+    skipped_done: int = Field(0, description="Questions already committed before this run (resume).")
+    dropped: dict[str, int] = Field(default_factory=dict, description="Units not turned into output, per reason slug.")
+    counts: dict[str, int] = Field(default_factory=dict, description="Stage-specific counters.")
+    discarded: dict[str, int] = Field(default_factory=dict,
+                                      description="Shards discarded before running, per dataset (--force or stale).")
+    details: dict[str, Any] = Field(default_factory=dict, description="Stage-specific results (filter steps, training).")
+    engine: dict[str, Any] = Field(default_factory=dict, description="Engine metrics, for stages that generate.")
+    already_done: bool = Field(False, description="Nothing was left to do.")
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class StageInput:
+    """The file a stage reads from outside the run (mcts's problems)."""
+
+    path: Path
+    format: str = "auto"
+    skip_invalid: bool = False
+
+
+@dataclass
+class StageContext:
+    """Everything a stage's ``run`` may use: the run, its config, the log, and commits with lineage."""
+
+    stage: "Stage"
+    run: Run
+    config: Any
+    force: bool = False
+    source: StageInput | None = None
+    log: logging.Logger = LOG
+    prepared: Any = None
+    report: StageReport = field(init=False)
+
+    def __post_init__(self):
+        self.report = StageReport(stage=self.stage.name)
+
+    @property
+    def lineage(self) -> Lineage:
+        return Lineage(self.stage.name, tuple(self.stage.reads), config_sha256(self.config.output_affecting()),
+                       whole_run=self.stage.whole_run)
+
+    def commit(self, rows_by_dataset: Mapping[str, Any]) -> dict[str, int]:
+        committed = self.run.commit(rows_by_dataset, self.lineage)
+        self.report.rows_out += sum(n for dataset, n in committed.items() if dataset != "rejected")
+        return committed
+
+    def buffer(self, datasets: Sequence[str], every: int) -> CommitBuffer:
+        """Commits every ``every`` questions, through :meth:`commit`."""
+        return CommitBuffer(self.commit, datasets, every)
+
+
+class Stage(ABC):
+    """A stage: declared inputs and outputs, a config model, and ``run``."""
+
+    name: ClassVar[str]
+    config_model: ClassVar[type[StageConfig]]
+    reads: ClassVar[tuple[str, ...]] = ()
+    requires: ClassVar[tuple[str, ...]] = ()
+    writes: ClassVar[tuple[str, ...]] = ()
+    whole_run: ClassVar[bool] = False  # outputs depend on all of the inputs, not question by question
+
+    def prepare(self, ctx: StageContext) -> Any:
+        """Read and validate outside inputs before the run is locked or anything is discarded."""
+        return None
+
+    def in_pipeline(self, root: Path, source: StageInput | None) -> tuple[Run, StageInput | None]:
+        """Where the stage writes and what it reads from outside, as a step of a pipeline on run ``root``."""
+        return Run(root), source if self.name == "mcts" else None
+
+    def begin(self, ctx: StageContext) -> None:
+        """Refuse a conflicting rerun, apply ``--force``, drop stale outputs, check the inputs."""
+        run = ctx.run
+        for dataset in self.reads:
+            stale = run.stale_shards(dataset)
+            if stale:
+                producer = stale[0]["stage"]
+                raise UsageError(f"{run.root}: {dataset} is stale ({len(stale)} shards computed from data that has "
+                                 f"since changed); rerun `{rerun_command(producer, run.root)}` first")
+        for dataset in self.requires:
+            if not run.shards(dataset):
+                producer = next((s.name for s in all_stages() if dataset in s.writes), "?")
+                raise UsageError(f"{run.root}: no {dataset} to read; run `{rerun_command(producer, run.root)}` first")
+        ctx.report.discarded.update(run.begin_stage(self.name, ctx.config, self.writes, force=ctx.force,
+                                                    downstream=downstream_of(self.writes)))
+        stale = [s for d in self.writes for s in run.stale_shards(d)]
+        if stale and self.whole_run:
+            stale = [s for d in self.writes for s in run.shards(d)]
+        if stale:
+            LOG.warning("%s: %d output shards were computed from inputs that have since changed; recomputing them",
+                        self.name, len(stale))
+            for shard in stale:
+                dataset = shard["file"].split("/")[0]
+                ctx.report.discarded[dataset] = ctx.report.discarded.get(dataset, 0) + 1
+            run.drop_shards(stale)
+
+    @abstractmethod
+    def run(self, ctx: StageContext) -> StageReport:
+        """Do the stage's work on ``ctx``; return ``ctx.report`` filled in."""
+
+
+# name -> (its config model, the stage), as "module:Class", imported on first use; config modules
+# are light, so the CLI builds its options from them without importing the stages
+REGISTRY: dict[str, tuple[str, str]] = {
+    "mcts": ("prmfactory.search.config:MctsConfig", "prmfactory.search.stage:MctsStage"),
+    "verify": ("prmfactory.verify.config:VerifyConfig", "prmfactory.verify.stage:VerifyStage"),
+    "judge": ("prmfactory.judge.config:JudgeConfig", "prmfactory.judge.stage:JudgeStage"),
+    "filter": ("prmfactory.filter.config:FilterConfig", "prmfactory.filter.stage:FilterStage"),
+    "train-prm": ("prmfactory.train.config:TrainPrmConfig", "prmfactory.train.stage:TrainPrmStage"),
+}
+
+
+def _load(spec: str) -> Any:
+    module, name = spec.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def config_model(name: str) -> type[StageConfig]:
+    if name not in REGISTRY:
+        raise UsageError(f"unknown stage {name!r} (known: {', '.join(REGISTRY)})")
+    return _load(REGISTRY[name][0])
+
+
+def get_stage(name: str) -> Stage:
+    if name not in REGISTRY:
+        raise UsageError(f"unknown stage {name!r} (known: {', '.join(REGISTRY)})")
+    return _load(REGISTRY[name][1])()
+
+
+def all_stages() -> list[Stage]:
+    return [get_stage(name) for name in REGISTRY]
+
+
+def downstream_of(datasets: Sequence[str]) -> list[str]:
+    """Every dataset computed, directly or not, from ``datasets`` (what ``--force`` discards with them)."""
+    found: list[str] = []
+    frontier = set(datasets)
+    while frontier:
+        produced = {d for stage in all_stages() if frontier & set(stage.reads) for d in stage.writes}
+        frontier = produced - set(found) - set(datasets)
+        found += sorted(frontier)
+    return found
+
+
+def rerun_command(stage: str, root: Path) -> str:
+    if stage == "mcts":
+        return f"prmfactory mcts --input PROBLEMS --output {root}"
+    return f"prmfactory {stage} --run {root}"
+
+
+def execute(name: str, run: Run, config: StageConfig, *, force: bool = False,
+            source: StageInput | None = None) -> StageReport:
+    """Run one stage with everything around it: lock, log, lineage, ``--force``, report, timing."""
+    stage = get_stage(name)
+    if not isinstance(config, stage.config_model):
+        raise TypeError(f"stage {name} takes a {stage.config_model.__name__}, got {type(config).__name__}")
+    started = time.monotonic()
+    ctx = StageContext(stage, run, config, force=force, source=source)
+    ctx.prepared = stage.prepare(ctx)
+    with run.writing(), run.log_to_file(name) as log:
+        ctx.log = log
+        stage.begin(ctx)
+        if ctx.report.discarded:
+            log.warning("%s: discarded %s", name, ", ".join(f"{d} ({n} shards)" for d, n in ctx.report.discarded.items()))
+        report = stage.run(ctx)
+        report.seconds = round(time.monotonic() - started, 1)
+        run.write_report(name, report.model_dump(mode="json"))
+        log.info("%s report: %s", name, report.model_dump_json(exclude={"details"}))
+    return report

@@ -1,0 +1,31 @@
+"""``TrainPrmConfig``: how train-prm trains (light to import: the CLI builds its options from it)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Optional
+
+from pydantic import Field
+
+from prmfactory.config import StageConfig, runtime_field
+
+
+class TrainPrmConfig(StageConfig):
+    """How train-prm trains; defaults suit the toy domain on a CPU (raise them for 7B models)."""
+
+    kind: Literal["discriminative", "generative"] = Field("discriminative", description="Token-classification head or critique generator.")
+    base: str = Field("toy", description="Base model id or local path (`toy` for the toy policy).")
+    soft_labels: bool = Field(False, description="Discriminative: BCE on the MC value (`soft_labels`) instead of hard labels.")
+    last_step_only: bool = Field(False, description="Discriminative: train on the last kept step's label only.")
+    segmentation: Optional[Literal["blank_line", "step_prefix"]] = Field(
+        None, description="Step separator; default: the run's mcts segmentation, else blank_line.")
+    max_length: int = Field(512, ge=16, description="Longest tokenized example; whole steps beyond it are dropped and counted.")
+    learning_rate: float = Field(3e-4, gt=0, description="Peak learning rate (cosine schedule, 5% warm-up).")
+    epochs: float = Field(2.0, gt=0, description="Passes over the data (ignored when max_steps > 0).")
+    max_steps: int = Field(-1, description="Optimizer steps; -1 trains for `epochs`.")
+    batch_size: int = Field(16, ge=1, description="Examples per optimizer step.")
+    lora_r: int = Field(0, ge=0, description="LoRA rank (peft); 0 trains all weights.")
+    lora_alpha: int = Field(16, ge=1, description="LoRA scaling numerator.")
+    seed: int = Field(0, description="Seed of initialisation and data order.")
+    training_args: dict[str, Any] = Field(default_factory=dict, description="Further transformers TrainingArguments, passed as is.")
+    threads: Optional[int] = runtime_field(None, "torch threads (default: torch's choice).")
+    quiet: bool = runtime_field(False, "No progress bar.")

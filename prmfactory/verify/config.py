@@ -1,0 +1,17 @@
+"""``VerifyConfig``: the verify stage's settings (light to import: the CLI builds its options from it)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from prmfactory.config import StageConfig, runtime_field
+
+
+class VerifyConfig(StageConfig):
+    """``prmfactory verify``."""
+
+    check_final_answers: bool = Field(True, description="Check a step's \\boxed{} answer against the reference (math-verify).")
+    seconds_per_claim: float = runtime_field(1.0, "Wall-clock limit per claim, enforced in a worker process.")
+    answer_timeout_s: float = runtime_field(5.0, "Wall-clock limit of one final-answer check.")
+    questions_per_shard: int = runtime_field(64, "Questions per committed shard.")
+    quiet: bool = runtime_field(False, "No progress bars.")
