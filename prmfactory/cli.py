@@ -62,7 +62,7 @@ def stage_command(command: str, stage: str, params: list[inspect.Parameter], hel
 
         model = config_model(stage)
         own = [p.name for p in params]
-        common = [_parameter("config", opt.ConfigOpt), _parameter("set_values", opt.SetOpt)]
+        common = [_parameter("config", opt.ConfigOpt), _parameter("set_values", opt.set_option(model))]
         generated = opt.config_parameters(model, skip={*own, *skip})
 
         def run_command(**kwargs: Any) -> None:

@@ -108,6 +108,11 @@ def parse_sets(model: type[BaseModel], assignments: list[str]) -> dict[str, Any]
     return result
 
 
-SetOpt = Annotated[Optional[list[str]], typer.Option("--set", metavar="KEY=VALUE",
-                                                    help="Set any config field, nested ones too (e.g. --set "
-                                                         "engine.max_num_seqs=64); repeatable.")]
+def set_option(model: type[BaseModel]) -> Any:
+    """``--set KEY=VALUE``, its help naming the keys no flag of their own reaches."""
+    flagged = {p.name for p in config_parameters(model, set())}
+    others = [k for k in settable_keys(model) if k not in flagged]
+    return Annotated[Optional[list[str]], typer.Option(
+        "--set", metavar="KEY=VALUE",
+        help="Set any config field, nested ones too; repeatable. Keys without a flag of their own: "
+             + ", ".join(others) + ".")]

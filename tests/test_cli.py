@@ -74,3 +74,56 @@ def test_sql_error_is_one_line_exit_2(run_folder):
 def test_stats_on_a_folder_that_is_not_a_run(tmp_path):
     result = runner.invoke(app, ["stats", str(tmp_path)])
     assert result.exit_code == 2 and "not a run folder" in result.output
+
+
+def test_stage_help_lists_every_config_field():
+    from typer.testing import CliRunner
+
+    from prmfactory.cli import app
+    from prmfactory.cli_options import settable_keys
+    from prmfactory.search.config import MctsConfig
+
+    result = CliRunner().invoke(app, ["mcts", "--help"], env={"COLUMNS": "400"})
+    assert result.exit_code == 0
+    for key in settable_keys(MctsConfig):
+        flag = "--" + key.replace("_", "-")
+        assert flag in result.output or key in result.output, key
+
+
+def test_set_reaches_nested_fields_and_a_wrong_key_names_the_valid_ones(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import prmfactory.stages
+    from prmfactory.cli import app
+    from prmfactory.stages import StageReport
+
+    seen = {}
+
+    def fake_execute(name, run, config, **kwargs):
+        seen["config"] = config
+        return StageReport(stage=name)
+
+    monkeypatch.setattr(prmfactory.stages, "execute", fake_execute)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "manifest.json").write_text('{"format": 1, "datasets": {}}')
+    runner = CliRunner()
+    ok = runner.invoke(app, ["judge", "--run", str(tmp_path / "run"), "--judge", "j", "--set", "engine.max_num_seqs=64",
+                             "--set", "votes=3", "--votes", "5", "--base-url", "http://127.0.0.1:9/v1"])
+    assert ok.exit_code == 0, ok.output
+    config = seen["config"]
+    assert config.engine.max_num_seqs == 64 and config.engine.backend == "openai" and config.votes == 5  # flags win
+    bad = runner.invoke(app, ["judge", "--run", str(tmp_path / "run"), "--judge", "j", "--set", "engine.max_seqs=1"])
+    assert bad.exit_code == 2
+    message = bad.output.strip()
+    assert "\n" not in message and "unknown key" in message and "engine.max_num_seqs" in message
+    typo = runner.invoke(app, ["judge", "--run", str(tmp_path / "run"), "--judge", "j", "--set", "votes"])
+    assert typo.exit_code == 2 and "KEY=VALUE" in typo.output
+
+
+def test_filter_set_reaches_a_mapping_field(tmp_path):
+    from prmfactory.cli_options import parse_sets
+    from prmfactory.config import build_config
+    from prmfactory.filter.config import FilterConfig
+
+    config = build_config(FilterConfig, "filter", None, parse_sets(FilterConfig, ["hybrid_weights.mc=0.7", "rule=hybrid"]))
+    assert config.hybrid_weights["mc"] == 0.7 and config.rule == "hybrid"
