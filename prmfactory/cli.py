@@ -437,7 +437,7 @@ def stats(run: opt.RunArg,
 @handled
 def sql(run: opt.RunArg, query: Annotated[str, typer.Argument(help="SQL over views named after the datasets.")],
         output_format: Annotated[str, typer.Option("--format", help="table, csv or json")] = "table") -> None:
-    """Run duckdb SQL over a run's shards (views: problems, nodes, questions, verdicts, judgements, steps)."""
+    """Run duckdb SQL over a run's shards (views: problems, nodes, questions, verdicts, judgements, steps, rejected)."""
     from prmfactory.runstats import run_sql
 
     table = run_sql(_existing_run(run), query)

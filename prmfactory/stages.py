@@ -14,13 +14,14 @@ an input that is itself stale stops the stage with a one-line error naming the s
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import logging
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import Any, Awaitable, Callable, ClassVar, Mapping, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -85,20 +86,46 @@ class StageContext:
         self.report.rows_out += sum(n for dataset, n in committed.items() if dataset != "rejected")
         return committed
 
+    def generate_with(self, model: str, work: Callable[[Any], Awaitable[dict[str, int]]]) -> None:
+        """Open an engine for ``model`` (the config's engine and seed), await ``work(engine)``, keep its counters.
+
+        The engine is created inside this event loop (the async engine binds to its loop), always
+        closed, and its metrics land in the report.
+        """
+        from prmfactory.engines import open_engine
+
+        async def session() -> None:
+            async with open_engine(model, self.config.engine, self.config.seed, self.report.engine) as engine:
+                self.report.counts.update(await work(engine))
+
+        asyncio.run(session())
+
     def buffer(self, datasets: Sequence[str], every: int) -> CommitBuffer:
         """Commits every ``every`` questions, through :meth:`commit`."""
         return CommitBuffer(self.commit, datasets, every)
 
 
 class Stage(ABC):
-    """A stage: declared inputs and outputs, a config model, and ``run``."""
+    """A stage: declared inputs and outputs, a config model, and ``run``.
+
+    Declared in the class statement: ``class VerifyStage(Stage, name="verify", config=VerifyConfig,
+    reads=("problems", "nodes"), requires=("problems", "nodes"), writes=("verdicts",))``.
+    ``whole_run``: the outputs depend on all of the inputs, not question by question.
+    """
 
     name: ClassVar[str]
     config_model: ClassVar[type[StageConfig]]
-    reads: ClassVar[tuple[str, ...]] = ()
-    requires: ClassVar[tuple[str, ...]] = ()
-    writes: ClassVar[tuple[str, ...]] = ()
-    whole_run: ClassVar[bool] = False  # outputs depend on all of the inputs, not question by question
+    reads: ClassVar[tuple[str, ...]]
+    requires: ClassVar[tuple[str, ...]]
+    writes: ClassVar[tuple[str, ...]]
+    whole_run: ClassVar[bool]
+
+    def __init_subclass__(cls, *, name: str, config: type[StageConfig], reads: tuple[str, ...] = (),
+                          requires: tuple[str, ...] = (), writes: tuple[str, ...] = (), whole_run: bool = False,
+                          **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.name, cls.config_model, cls.whole_run = name, config, whole_run
+        cls.reads, cls.requires, cls.writes = tuple(reads), tuple(requires), tuple(writes)
 
     def prepare(self, ctx: StageContext) -> Any:
         """Read and validate outside inputs before the run is locked or anything is discarded."""

@@ -31,8 +31,8 @@ async def slow_judge(model, engine_config, seed, metrics):
 
 
 if __name__ == "__main__":
-    import prmfactory.judge.stage
+    import prmfactory.engines
     from prmfactory.cli import main
 
-    prmfactory.judge.stage.open_engine = slow_judge
+    prmfactory.engines.open_engine = slow_judge
     main()

@@ -70,7 +70,7 @@ def test_rpe_relative_progress():
 def node(qid, node_id, steps, mc, rollouts, complete=False):
     return {"question_id": qid, "node_id": node_id, "parent_id": None, "depth": len(steps), "steps": steps,
             "mc_value": mc, "num_rollouts": rollouts, "num_correct": 0, "visits": 0, "complete": complete,
-            "rollouts": [], "strategy": "omegaprm"}
+            "rollouts": [], "strategy": "omegaprm", "segmentation": "blank_line"}
 
 
 @pytest.fixture

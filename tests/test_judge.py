@@ -127,7 +127,7 @@ def test_judge_command_with_the_toy_judge_on_vllm(tmp_path):
         qid = f"q{i}"
         nodes.append({"question_id": qid, "node_id": "1", "parent_id": "0", "depth": len(steps), "steps": steps,
                       "mc_value": 1.0, "num_rollouts": 1, "num_correct": 1, "visits": 0, "complete": bool(steps),
-                      "rollouts": [], "strategy": "mc"})
+                      "rollouts": [], "strategy": "mc", "segmentation": "blank_line"})
     with run.writing():
         run.commit({"problems": [dict(problem(f"q{i}"), problem=t.text) for i, t in enumerate(toys)], "nodes": nodes})
     command = [sys.executable, "-c", "from prmfactory.cli import main; main()", "judge", "--run", str(run.root),

@@ -29,15 +29,13 @@ def scripted(monkeypatch):
     """mcts searches with the scripted policy (seeded by the config), judge votes with a scripted judge."""
 
     @contextlib.asynccontextmanager
-    async def policy(model, engine_config, seed, metrics):
-        yield ScriptedEngine(lambda prefix: 0.5, num_steps=3, bad_at=1, seed=seed)
+    async def engine(model, engine_config, seed, metrics):
+        if model == "scripted-judge":
+            yield ScriptedJudge(["\\boxed{1}"])
+        else:
+            yield ScriptedEngine(lambda prefix: 0.5, num_steps=3, bad_at=1, seed=seed)
 
-    @contextlib.asynccontextmanager
-    async def judge(model, engine_config, seed, metrics):
-        yield ScriptedJudge(["\\boxed{1}"])
-
-    monkeypatch.setattr("prmfactory.search.stage.open_engine", policy)
-    monkeypatch.setattr("prmfactory.judge.stage.open_engine", judge)
+    monkeypatch.setattr("prmfactory.engines.open_engine", engine)
 
 
 @pytest.fixture
@@ -129,10 +127,10 @@ def test_replaced_upstream_shards_make_downstream_stale_and_it_is_recomputed_or_
 def test_mcts_force_then_judge_judges_only_the_new_solutions(tmp_path, problems, scripted):
     run = Run(tmp_path / "run")
     mcts(run, problems, seed=0)
-    execute("judge", run, JudgeConfig(judge="scripted", quiet=True))
+    execute("judge", run, JudgeConfig(judge="scripted-judge", quiet=True))
     forced = mcts(run, problems, seed=1, force=True)
     assert forced.discarded["judgements"] >= 1
-    report = execute("judge", run, JudgeConfig(judge="scripted", quiet=True))
+    report = execute("judge", run, JudgeConfig(judge="scripted-judge", quiet=True))
     assert report.skipped_done == 0
     complete = {(n["question_id"], n["node_id"]) for n in run.read("nodes").to_pylist() if n["complete"]}
     judged = [(j["question_id"], j["node_id"]) for j in run.read("judgements").to_pylist()]

@@ -58,7 +58,7 @@ def test_validate_rejects_table_with_wrong_type_or_missing_column():
 
 def test_nested_struct_column_builds():
     row = {"question_id": "q", "node_id": "0", "parent_id": None, "depth": 0, "steps": [], "mc_value": 0.5,
-           "num_rollouts": 2, "num_correct": 1, "visits": 0, "complete": False, "strategy": "mc",
+           "num_rollouts": 2, "num_correct": 1, "visits": 0, "complete": False, "strategy": "mc", "segmentation": "blank_line",
            "rollouts": [{"text": "a", "answer": "2", "correct": True, "num_tokens": 3},
                         {"text": "b", "answer": None, "correct": False, "num_tokens": 4}]}
     table = schemas.load("nodes").table([row])

@@ -117,7 +117,7 @@ def test_prefilter_records_status(checker, probability, status):
 def test_tree_rows_validate_and_rebuild_as_graph(checker):
     engine = ScriptedEngine(lambda prefix: 0.5, seed=5)
     outcome = asyncio.run(search_omegaprm(context(engine, checker), OmegaParams(rollouts=4, budget=60), random.Random(0)))
-    rows = outcome.tree.rows("q", "omegaprm")
+    rows = outcome.tree.rows("q", "omegaprm", "blank_line")
     table = schemas.load("nodes").table(rows)
     graph = to_graph(table, "q")
     assert graph.number_of_nodes() == len(rows)
@@ -137,7 +137,7 @@ def test_load_tree_from_a_run(checker, tmp_path):
     outcome = asyncio.run(search_omegaprm(context(engine, checker), OmegaParams(rollouts=4, budget=40), random.Random(0)))
     run = Run(tmp_path)
     with run.writing():
-        run.commit({"nodes": outcome.tree.rows("q", "omegaprm")})
+        run.commit({"nodes": outcome.tree.rows("q", "omegaprm", "blank_line")})
     graph = load_tree(str(tmp_path), "q")
     assert graph.number_of_nodes() == len(outcome.tree.nodes) and graph.nodes["0"]["depth"] == 0
 

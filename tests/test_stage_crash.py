@@ -21,7 +21,7 @@ QUESTIONS = 240
 def _node(qid, node_id, steps, complete, mc):
     return {"question_id": qid, "node_id": node_id, "parent_id": None, "depth": len(steps), "steps": steps,
             "mc_value": mc, "num_rollouts": 4, "num_correct": 0, "visits": 0, "complete": complete, "rollouts": [],
-            "strategy": "mc"}
+            "strategy": "mc", "segmentation": "blank_line"}
 
 
 @pytest.fixture

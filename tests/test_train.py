@@ -14,10 +14,13 @@ from prmfactory.errors import UsageError
 from prmfactory.eval.best_of_n import bon_metrics, majority_correct, sizes
 from prmfactory.eval.sampling import Candidate
 from prmfactory.prm import PRM, aggregate
+from prmfactory.stages import StageInput, execute
+from prmfactory.store import Run
 from prmfactory.toy import MODEL_ALIASES
 from prmfactory.toy.critique import corrupt
 from prmfactory.toy.oracle import first_error
 from prmfactory.toy.problems import generate
+from prmfactory.train.config import TrainPrmConfig
 from prmfactory.train.formats import IGNORE_INDEX, CritiqueEncoder, StepEncoder
 
 
@@ -244,3 +247,19 @@ def test_cli_trains_evaluates_and_reranks(shards, tmp_path):
     bon = json.loads((tmp_path / "bon" / "bon.json").read_text())
     assert bon["samples"] == 2 and set(bon["curves"]) == {"pass", "majority", "prm_min", "prm_last", "prm_prod", "prm_mean"}
     assert (tmp_path / "bon" / "bon.png").exists() and "| prm_min |" in (prm_dir / "README.md").read_text()
+
+
+def test_training_data_takes_the_segmentation_its_rows_were_split_with(tmp_path):
+    from prmfactory.train.stage import load_training_data
+    from tests.conftest import stepwise_rows
+
+    rows = [dict(r, segmentation="step_prefix") for r in stepwise_rows(4)]
+    path = tmp_path / "rows.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    assert load_training_data(path, None).segmentation == "step_prefix"
+    with pytest.raises(UsageError, match="split with step_prefix, not blank_line"):
+        load_training_data(path, "blank_line")
+    pq.write_table(pa.Table.from_pylist([dict(rows[0], segmentation="blank_line"), rows[1]]), path)
+    with pytest.raises(UsageError, match="field 'segmentation': rows split in 2 ways"):
+        load_training_data(path, None)
+

@@ -138,7 +138,7 @@ def _sleepy(steps):
 def _node(qid, node_id, steps):
     return {"question_id": qid, "node_id": node_id, "parent_id": None if node_id == "0" else "0", "depth": len(steps),
             "steps": steps, "mc_value": 0.5, "num_rollouts": 2, "num_correct": 1, "visits": 0, "complete": len(steps) == 2, "rollouts": [],
-            "strategy": "mc"}
+            "strategy": "mc", "segmentation": "blank_line"}
 
 
 def test_stage_writes_a_verdict_per_step_node_and_checks_final_answers(tmp_path):

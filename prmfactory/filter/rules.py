@@ -36,6 +36,7 @@ class PathEvidence:
     root_mc: float | None
     judge_first_error: int | None = None
     judge_votes: list[int | None] = field(default_factory=list)
+    segmentation: str = "blank_line"  # how the steps were split (carried into the training rows)
 
     @property
     def outcome(self) -> bool:

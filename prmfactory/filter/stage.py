@@ -46,7 +46,7 @@ def collect_paths(run: Run) -> list[PathEvidence]:
     by_prefix: dict[tuple[str, tuple[str, ...]], dict[str, Any]] = {}
     leaves = []
     for node in run.read("nodes").select(["question_id", "node_id", "steps", "mc_value", "num_rollouts",
-                                          "complete"]).to_pylist():
+                                          "complete", "segmentation"]).to_pylist():
         by_prefix[(node["question_id"], tuple(node["steps"]))] = node
         if node["complete"] and node["steps"]:
             leaves.append(node)
@@ -67,7 +67,8 @@ def collect_paths(run: Run) -> list[PathEvidence]:
             mc_rollouts=[p["num_rollouts"] if p and p["mc_value"] is not None else 0 for p in prefixes],
             tool=[verdicts.get((qid, leaf["node_id"], i)) for i in range(len(steps))],
             root_mc=root["mc_value"] if root else None,
-            judge_first_error=judgement.get("first_error"), judge_votes=judgement.get("votes", [])))
+            judge_first_error=judgement.get("first_error"), judge_votes=judgement.get("votes", []),
+            segmentation=leaf["segmentation"]))
     return paths
 
 
@@ -77,7 +78,7 @@ def training_row(path: PathEvidence, result: Labels, rule: str) -> dict[str, Any
             "soft_labels": [float(s) for s in result.soft[:n]], "question_id": path.question_id,
             "source_node_ids": path.node_ids[:n], "mc_values": path.mc[:n], "mc_rollouts": path.mc_rollouts[:n],
             "tool_verdicts": path.tool[:n], "judge_votes": path.judge_votes, "judge_first_error": path.judge_first_error,
-            "rule": rule}
+            "rule": rule, "segmentation": path.segmentation}
 
 
 ROW_ID = "_row"  # a candidate's position, carried through the SQL filters to find what each one removed
@@ -119,15 +120,9 @@ def apply_filters(table: pa.Table, config: FilterConfig) -> tuple[pa.Table, list
     return table.drop_columns([ROW_ID]).cast(schema.arrow), report, rejected
 
 
-class FilterStage(Stage):
+class FilterStage(Stage, name="filter", config=FilterConfig, reads=("problems", "nodes", "verdicts", "judgements"),
+                  requires=("problems", "nodes"), writes=("steps", "rejected"), whole_run=True):
     """problems, nodes, verdicts, judgements -> steps (+ rejected), over the whole run."""
-
-    name = "filter"
-    config_model = FilterConfig
-    reads = ("problems", "nodes", "verdicts", "judgements")
-    requires = ("problems", "nodes")
-    writes = ("steps", "rejected")
-    whole_run = True
 
     def run(self, ctx: StageContext) -> StageReport:
         run, config = ctx.run, ctx.config

@@ -19,7 +19,6 @@ import asyncio
 import logging
 from typing import Any
 
-from prmfactory.engines import open_engine
 from prmfactory.engines.base import Engine, Message, Prompt, SamplingSpec, run_all
 from prmfactory.errors import PromptTooLong
 from prmfactory.judge.config import JudgeConfig
@@ -81,20 +80,9 @@ async def judge_questions(commit, solutions: dict[str, list[dict[str, Any]]], pr
     return counts
 
 
-async def _judge_with_engine(ctx: StageContext, solutions, problems) -> None:
-    config = ctx.config
-    async with open_engine(config.judge, config.engine, config.seed, ctx.report.engine) as engine:
-        ctx.report.counts.update(await judge_questions(ctx.commit, solutions, problems, config, engine))
-
-
-class JudgeStage(Stage):
+class JudgeStage(Stage, name="judge", config=JudgeConfig, reads=("problems", "nodes"), requires=("problems", "nodes"),
+                 writes=("judgements",)):
     """nodes (complete solutions) -> judgements, resumable by question."""
-
-    name = "judge"
-    config_model = JudgeConfig
-    reads = ("problems", "nodes")
-    requires = ("problems", "nodes")
-    writes = ("judgements",)
 
     def prepare(self, ctx: StageContext) -> str:
         return ctx.config.template_text()
@@ -111,5 +99,6 @@ class JudgeStage(Stage):
         report.rows_in, report.skipped_done, report.already_done = len(solutions), len(done), not solutions
         report.details["template_sha256"] = sha256_text(ctx.prepared)
         if solutions:
-            asyncio.run(_judge_with_engine(ctx, solutions, problems))
+            ctx.generate_with(ctx.config.judge, lambda engine: judge_questions(ctx.commit, solutions, problems,
+                                                                               ctx.config, engine))
         return report

@@ -22,7 +22,6 @@ from dataclasses import asdict
 from typing import Any, Callable
 
 from prmfactory.answers import AnswerChecker
-from prmfactory.engines import open_engine
 from prmfactory.engines.base import Engine, EngineFailure, SamplingSpec, chat_messages, run_all
 from prmfactory.errors import UsageError
 from prmfactory.fileio import atomic_write_text
@@ -84,7 +83,7 @@ async def search_questions(commit: Callable[..., Any], problems: list[dict[str, 
                 reason = f"{type(exc).__name__}: {exc}"[:500]
                 LOG.warning("question %s failed: %s", qid, reason)
         buffer.add({"questions": [_summary(qid, config, outcome, context, reason)],
-                    "nodes": outcome.tree.rows(qid, config.strategy) if outcome else []})
+                    "nodes": outcome.tree.rows(qid, config.strategy, config.segmentation) if outcome else []})
         counts[outcome.status if outcome else "failed"] += 1
         progress.advance(**{k: v for k, v in counts.items() if v})
 
@@ -119,20 +118,8 @@ def commit_problems(commit: Callable[..., Any], run: Run, rows: list[dict[str, A
     return rows
 
 
-async def _search_with_engine(ctx: StageContext, problems: list[dict[str, Any]], checker: AnswerChecker) -> None:
-    """Create the engine inside the event loop that uses it, search, and always close it."""
-    config = ctx.config
-    async with open_engine(config.policy, config.engine, config.seed, ctx.report.engine) as engine:
-        ctx.report.counts.update(await search_questions(ctx.commit, problems, config, engine, checker))
-
-
-class MctsStage(Stage):
+class MctsStage(Stage, name="mcts", config=MctsConfig, reads=("problems",), writes=("problems", "nodes", "questions")):
     """problems file -> problems, nodes, questions."""
-
-    name = "mcts"
-    config_model = MctsConfig
-    reads = ("problems",)
-    writes = ("problems", "nodes", "questions")
 
     def prepare(self, ctx: StageContext):
         if ctx.source is None:
@@ -155,7 +142,8 @@ class MctsStage(Stage):
         if todo:
             with AnswerChecker(config.answer_timeout_s) as checker:
                 try:
-                    asyncio.run(_search_with_engine(ctx, todo, checker))
+                    ctx.generate_with(config.policy, lambda engine: search_questions(ctx.commit, todo, config, engine,
+                                                                                      checker))
                 finally:
                     report.counts["answer_check_timeouts"] = checker.timeouts
         return report

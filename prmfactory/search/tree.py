@@ -78,14 +78,14 @@ class SearchTree:
     def total_visits(self) -> int:
         return sum(n.visits for n in self.nodes.values())
 
-    def rows(self, question_id: str, strategy: str) -> list[dict[str, Any]]:
+    def rows(self, question_id: str, strategy: str, segmentation: str) -> list[dict[str, Any]]:
         return [{
             "question_id": question_id, "node_id": n.node_id, "parent_id": self.parent_id(n), "depth": len(n.steps),
             "steps": list(n.steps), "mc_value": n.mc_value, "num_rollouts": len(n.rollouts),
             "num_correct": sum(r.correct for r in n.rollouts), "visits": n.visits, "complete": n.complete,
             "rollouts": [{"text": r.text, "answer": r.answer, "correct": r.correct, "num_tokens": r.num_tokens}
                          for r in n.rollouts],
-            "strategy": strategy,
+            "strategy": strategy, "segmentation": segmentation,
         } for n in self.nodes.values()]
 
 

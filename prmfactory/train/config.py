@@ -17,7 +17,8 @@ class TrainPrmConfig(StageConfig):
     soft_labels: bool = Field(False, description="Discriminative: BCE on the MC value (`soft_labels`) instead of hard labels.")
     last_step_only: bool = Field(False, description="Discriminative: train on the last kept step's label only.")
     segmentation: Optional[Literal["blank_line", "step_prefix"]] = Field(
-        None, description="Step separator; default: the run's mcts segmentation, else blank_line.")
+        None, description="Step separator of rows that do not record one (plain stepwise Parquet); "
+                          "default: the rows' own `segmentation`, else blank_line.")
     max_length: int = Field(512, ge=16, description="Longest tokenized example; whole steps beyond it are dropped and counted.")
     learning_rate: float = Field(3e-4, gt=0, description="Peak learning rate (cosine schedule, 5% warm-up).")
     epochs: float = Field(2.0, gt=0, description="Passes over the data (ignored when max_steps > 0).")

@@ -56,9 +56,7 @@ def load_training_data(path: Path, segmentation: str | None) -> TrainingData:
                 raise UsageError(f"{path}: {dataset} is stale (computed from data that has since changed); rerun "
                                  f"`{rerun_command(stale[0]['stage'], path)}` first")
         rows = run.read("steps").to_pylist()
-        configs = run.stage_configs()
-        segmentation = segmentation or configs.get("mcts", {}).get("config", {}).get("segmentation")
-        filter_config = configs.get("filter", {}).get("config", {})
+        filter_config = run.stage_configs().get("filter", {}).get("config", {})
         lineage = {"runs": [str(path.resolve())], "rule": filter_config.get("rule"), "filter": filter_config,
                    "shards": [{"file": s["file"], "rows": s["rows"], "sha256": s["sha256"]} for s in run.shards("steps")]}
         if "verdicts" in run.datasets():
@@ -83,10 +81,17 @@ def load_training_data(path: Path, segmentation: str | None) -> TrainingData:
             if row.get(column) is not None and len(row[column]) != len(row["completions"]):
                 raise UsageError(f"{origin}: row {index}: field {column!r}: {len(row[column])} labels for "
                                  f"{len(row['completions'])} steps")
+    split_with = sorted({r["segmentation"] for r in rows if r.get("segmentation")})
+    if len(split_with) > 1:
+        raise UsageError(f"{origin}: field 'segmentation': rows split in {len(split_with)} ways ({', '.join(split_with)}); "
+                         "train on rows of one segmentation")
+    if segmentation and split_with and split_with != [segmentation]:
+        raise UsageError(f"{origin}: field 'segmentation': the rows were split with {split_with[0]}, "
+                         f"not {segmentation}; drop --segmentation or set it to {split_with[0]}")
     lineage["rows"] = len(rows)
     lineage["steps"] = sum(len(r["completions"]) for r in rows)
     lineage["positive_steps"] = sum(sum(1 for label in r["labels"] if label) for r in rows)
-    return TrainingData(rows, segmentation or "blank_line", lineage, claims)
+    return TrainingData(rows, segmentation or (split_with or ["blank_line"])[0], lineage, claims)
 
 
 def _training_arguments(config: TrainPrmConfig, output: Path, cls, **extra):
@@ -188,7 +193,7 @@ def _progress_callback(description: str, log, quiet: bool):
 TRAINERS = {"discriminative": _train_discriminative, "generative": _train_generative}
 
 
-class TrainPrmStage(Stage):
+class TrainPrmStage(Stage, name="train-prm", config=TrainPrmConfig, reads=("steps", "verdicts")):
     """steps (a run folder, or stepwise Parquet shards) -> a PRM folder.
 
     ``ctx.run`` is the PRM folder (locked, logged to, its report in ``reports/``); ``ctx.source``
@@ -196,9 +201,6 @@ class TrainPrmStage(Stage):
     trained on other data or with another config is replaced only with ``--force``.
     """
 
-    name = "train-prm"
-    config_model = TrainPrmConfig
-    reads = ("steps", "verdicts")
 
     def in_pipeline(self, root: Path, source: StageInput | None) -> tuple[Run, StageInput | None]:
         return Run(root / PIPELINE_PRM_FOLDER), StageInput(root)

@@ -37,14 +37,9 @@ def _with_final_answer(verdict: StepVerdict, step: str, reference: str, checker:
     return StepVerdict(overall, claims)
 
 
-class VerifyStage(Stage):
+class VerifyStage(Stage, name="verify", config=VerifyConfig, reads=("problems", "nodes"), requires=("problems", "nodes"),
+                  writes=("verdicts",)):
     """nodes -> verdicts, resumable by question."""
-
-    name = "verify"
-    config_model = VerifyConfig
-    reads = ("problems", "nodes")
-    requires = ("problems", "nodes")
-    writes = ("verdicts",)
 
     def run(self, ctx: StageContext) -> StageReport:
         run, config, report = ctx.run, ctx.config, ctx.report
