@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Iterator, Literal
 
 from prmfactory.errors import UsageError
+from prmfactory.rows import ProblemsRow
 
 InputFormat = Literal["auto", "prmfactory", "gsm8k", "math"]
 FORMATS = ("auto", "prmfactory", "gsm8k", "math")
@@ -102,7 +103,7 @@ def _text(obj: dict[str, Any], key: str, *, numbers: bool = False) -> str:
     return value
 
 
-def _problem_row(obj: dict[str, Any], fmt: str, source: str) -> dict[str, Any]:
+def _problem_row(obj: dict[str, Any], fmt: str, source: str) -> ProblemsRow:
     """Map one input object to a ``problems`` row; raises _FieldError on bad fields."""
     used: set[str]
     if fmt == "gsm8k":

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Literal, Sequence
 
 from prmfactory.errors import UsageError
-from prmfactory.prm_folder import META_FILE, PRMMeta
+from prmfactory.prm_folder import PRMMeta
 from prmfactory.steps import Segmenter
 
 Kind = Literal["discriminative", "generative"]

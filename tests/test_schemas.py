@@ -67,3 +67,12 @@ def test_nested_struct_column_builds():
 
 def test_readme_is_generated_from_the_schema_files():
     assert (schemas.SCHEMA_DIR / "README.md").read_text() == schemas.render_markdown()
+
+
+def test_typed_rows_are_generated_from_the_schema_files():
+    from pathlib import Path
+
+    import prmfactory.rows
+
+    assert Path(prmfactory.rows.__file__).read_text() == schemas.render_rows_module()
+    assert list(prmfactory.rows.StepsRow.__annotations__) == schemas.load("steps").column_names

@@ -23,6 +23,7 @@ from prmfactory.filter.config import FilterConfig
 from prmfactory.filter.rules import (HybridWeights, Labels, PathEvidence, consensus_labels, hybrid_labels, mc_labels,
                                      rpe_labels)
 from prmfactory.filter.sql import FILTERS
+from prmfactory.rows import RejectedRow, StepsRow
 from prmfactory.stages import Stage, StageContext, StageReport
 from prmfactory.store import Run
 
@@ -72,7 +73,7 @@ def collect_paths(run: Run) -> list[PathEvidence]:
     return paths
 
 
-def training_row(path: PathEvidence, result: Labels, rule: str) -> dict[str, Any]:
+def training_row(path: PathEvidence, result: Labels, rule: str) -> StepsRow:
     n = len(result.labels)
     return {"prompt": path.prompt, "completions": path.steps[:n], "labels": result.labels,
             "soft_labels": [float(s) for s in result.soft[:n]], "question_id": path.question_id,
@@ -84,10 +85,10 @@ def training_row(path: PathEvidence, result: Labels, rule: str) -> dict[str, Any
 ROW_ID = "_row"  # a candidate's position, carried through the SQL filters to find what each one removed
 
 
-def rejected_row(row: dict[str, Any], reason: str) -> dict[str, Any]:
-    return {"question_id": row["question_id"], "stage": "filter", "reason": reason,
-            "node_id": (row["source_node_ids"] or [None])[-1], "completions": row["completions"],
-            "labels": row["labels"]}
+def rejected_row(question_id: str, node_id: str | None, completions: list[str], labels: list[bool] | None,
+                 reason: str) -> RejectedRow:
+    return {"question_id": question_id, "stage": "filter", "reason": reason, "node_id": node_id,
+            "completions": completions, "labels": labels}
 
 
 def apply_filters(table: pa.Table, config: FilterConfig) -> tuple[pa.Table, list[dict[str, Any]], list[dict[str, Any]]]:
@@ -110,7 +111,8 @@ def apply_filters(table: pa.Table, config: FilterConfig) -> tuple[pa.Table, list
         result = con.sql(sql(value)).to_arrow_table().select(carried.names).cast(carried)
         con.unregister("rows")
         kept = set(result.column(ROW_ID).to_pylist())
-        rejected += [rejected_row(row, name) for row in table.to_pylist() if row[ROW_ID] not in kept]
+        rejected += [rejected_row(row["question_id"], row["source_node_ids"][-1], row["completions"], row["labels"], name)
+                     for row in table.to_pylist() if row[ROW_ID] not in kept]
         steps_in = sum(len(c) for c in table.column("completions").to_pylist())
         steps_out = sum(len(c) for c in result.column("completions").to_pylist())
         report.append({"filter": name, "parameter": value, "rows_in": table.num_rows, "rows_out": result.num_rows,
@@ -133,7 +135,9 @@ class FilterStage(Stage, name="filter", config=FilterConfig, reads=("problems", 
         report = ctx.report
         paths = collect_paths(run)
         rule = _rule(config)
-        rows, rejected, dropped = [], [], Counter()
+        rows: list[StepsRow] = []
+        rejected: list[RejectedRow] = []
+        dropped: Counter[str] = Counter()
         for path in paths:
             result = rule(path)
             if result.keep:
@@ -141,9 +145,8 @@ class FilterStage(Stage, name="filter", config=FilterConfig, reads=("problems", 
             else:
                 reason = result.reason or "rule"
                 dropped[reason] += 1
-                rejected.append({"question_id": path.question_id, "stage": "filter", "reason": reason,
-                                 "node_id": path.node_ids[-1], "completions": path.steps,
-                                 "labels": result.labels or None})
+                rejected.append(rejected_row(path.question_id, path.node_ids[-1], path.steps, result.labels or None,
+                                             reason))
         table = schemas.load("steps").table(rows)
         table, filters, removed = apply_filters(table, config)
         dropped.update(r["reason"] for r in removed)

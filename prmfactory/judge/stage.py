@@ -26,6 +26,7 @@ from prmfactory.judge.parse import PARSERS, majority
 from prmfactory.judge.render import render
 from prmfactory.fileio import sha256_text
 from prmfactory.progress import stage_progress
+from prmfactory.rows import JudgementsRow
 from prmfactory.stages import Stage, StageContext, StageReport
 from prmfactory.store import CommitBuffer
 
@@ -35,7 +36,7 @@ LOG = logging.getLogger("prmfactory")
 
 
 def judgement_row(question_id: str, node_id: str, config: JudgeConfig, outputs: list[str], num_steps: int,
-                  *, too_long: bool = False) -> dict[str, Any]:
+                  *, too_long: bool = False) -> JudgementsRow:
     """A ``judgements`` row from the raw outputs of one solution's samples."""
     votes = [PARSERS[config.mode](text, num_steps) for text in outputs]
     first_error, count = majority(votes)

@@ -27,6 +27,7 @@ from prmfactory.errors import UsageError
 from prmfactory.fileio import atomic_write_text
 from prmfactory.inputs import InputIssue, load_problems
 from prmfactory.progress import stage_progress
+from prmfactory.rows import QuestionsRow
 from prmfactory.search.config import MctsConfig
 from prmfactory.search.montecarlo import search_mc
 from prmfactory.search.omegaprm import OmegaParams, search_omegaprm
@@ -51,7 +52,7 @@ async def _search(context: QuestionContext, config: MctsConfig, rng: random.Rand
 
 
 def _summary(question_id: str, config: MctsConfig, outcome: SearchOutcome | None, context: QuestionContext,
-             reason: str | None) -> dict[str, Any]:
+             reason: str | None) -> QuestionsRow:
     return {"question_id": question_id, "status": outcome.status if outcome else "failed",
             "reason": outcome.reason if outcome else reason, "strategy": config.strategy,
             "num_nodes": len(outcome.tree.nodes) if outcome else 0, "num_rollouts": context.rollouts_made,

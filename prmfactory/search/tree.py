@@ -9,6 +9,8 @@ import networkx as nx
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
 
+from prmfactory.rows import NodesRow
+
 
 @dataclass(frozen=True)
 class Rollout:
@@ -78,7 +80,7 @@ class SearchTree:
     def total_visits(self) -> int:
         return sum(n.visits for n in self.nodes.values())
 
-    def rows(self, question_id: str, strategy: str, segmentation: str) -> list[dict[str, Any]]:
+    def rows(self, question_id: str, strategy: str, segmentation: str) -> list[NodesRow]:
         return [{
             "question_id": question_id, "node_id": n.node_id, "parent_id": self.parent_id(n), "depth": len(n.steps),
             "steps": list(n.steps), "mc_value": n.mc_value, "num_rollouts": len(n.rollouts),

@@ -16,6 +16,7 @@ import logging
 
 from prmfactory.answers import AnswerChecker, extract_boxed
 from prmfactory.progress import stage_progress
+from prmfactory.rows import VerdictsRow
 from prmfactory.stages import Stage, StageContext, StageReport
 from prmfactory.verify.config import VerifyConfig
 from prmfactory.verify.check import CORRECT, INCORRECT, UNVERIFIABLE, ClaimVerdict, StepVerdict, StepVerifier
@@ -58,7 +59,7 @@ class VerifyStage(Stage, name="verify", config=VerifyConfig, reads=("problems", 
                            for index in (range(len(row["steps"])) if row["complete"] else [len(row["steps"]) - 1])]
                 new_steps = sorted({step for _, _, step in targets} - set(cache))
                 cache.update(zip(new_steps, verifier.verify(new_steps)))
-                verdict_rows = []
+                verdict_rows: list[VerdictsRow] = []
                 for node_id, index, step in targets:
                     verdict = cache[step]
                     if config.check_final_answers:
