@@ -51,47 +51,6 @@ def handled(fn: Callable) -> Callable:
     return wrapper
 
 
-def stage_command(command: str, stage: str, params: list[inspect.Parameter], help: str,
-                  skip: tuple[str, ...] = ()) -> Callable:
-    """Register ``command``: ``params`` (its own options), ``--config``, ``--set`` and one option per field
-    of the stage's config model. The decorated body gets its own options and a ``build(extra)`` that
-    makes the stage config from the config file, ``--set``, ``extra`` and the flags given, in that order."""
-
-    def register(body: Callable[[dict[str, Any], Callable[[dict[str, Any]], Any]], None]) -> Callable:
-        from prmfactory.stages import config_model
-
-        model = config_model(stage)
-        own = [p.name for p in params]
-        common = [_parameter("config", opt.ConfigOpt), _parameter("set_values", opt.set_option(model))]
-        generated = opt.config_parameters(model, skip={*own, *skip})
-
-        def run_command(**kwargs: Any) -> None:
-            from prmfactory.config import build_config, merge
-
-            config_file, sets = kwargs.pop("config"), kwargs.pop("set_values") or []
-            given = {name: kwargs.pop(name) for name in own}
-
-            def build(extra: dict[str, Any]) -> Any:
-                values = opt.parse_sets(model, sets)
-                merge(values, extra)
-                merge(values, kwargs)
-                return build_config(model, stage, config_file, values)
-
-            body(given, build)
-
-        run_command.__signature__ = inspect.Signature([*params, *common, *generated])  # type: ignore[attr-defined]
-        run_command.__doc__ = help
-        run_command.__name__ = command.replace("-", "_")
-        app.command(command)(handled(run_command))
-        return body
-
-    return register
-
-
-def _parameter(name: str, annotation: Any, default: Any = None) -> inspect.Parameter:
-    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
-
-
 def _engine_flags(base_url: str | None) -> dict[str, Any]:
     return {"engine": {"backend": "openai", "base_url": base_url}} if base_url else {}
 
@@ -100,10 +59,10 @@ BaseUrlOpt = Annotated[Optional[str], typer.Option(help="Use an OpenAI-compatibl
                                                          "(sets engine.backend=openai, engine.base_url).")]
 
 
-@stage_command("mcts", "mcts", [
-    _parameter("input", opt.InputOpt, inspect.Parameter.empty), _parameter("output", opt.OutputRunOpt, inspect.Parameter.empty),
-    _parameter("input_format", opt.FormatOpt, "auto"), _parameter("skip_invalid", opt.SkipInvalidOpt, False),
-    _parameter("base_url", BaseUrlOpt), _parameter("force", opt.ForceOpt, False)],
+@opt.stage_command(app, handled, "mcts", "mcts", [
+    opt.parameter("input", opt.InputOpt, inspect.Parameter.empty), opt.parameter("output", opt.OutputRunOpt, inspect.Parameter.empty),
+    opt.parameter("input_format", opt.FormatOpt, "auto"), opt.parameter("skip_invalid", opt.SkipInvalidOpt, False),
+    opt.parameter("base_url", BaseUrlOpt), opt.parameter("force", opt.ForceOpt, False)],
     "Search solution trees with a policy LLM and estimate per-step Monte-Carlo values.")
 def _mcts(given: dict[str, Any], build: Callable) -> None:
     from prmfactory.stages import StageInput, execute
@@ -146,9 +105,9 @@ ProcessBenchOpt = Annotated[Optional[Path], typer.Option(help="ProcessBench-form
 VerifyOutputOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="Output folder for --processbench.")]
 
 
-@stage_command("verify", "verify", [
-    _parameter("run", VerifyRunOpt), _parameter("processbench", ProcessBenchOpt), _parameter("output", VerifyOutputOpt),
-    _parameter("force", opt.ForceOpt, False)],
+@opt.stage_command(app, handled, "verify", "verify", [
+    opt.parameter("run", VerifyRunOpt), opt.parameter("processbench", ProcessBenchOpt), opt.parameter("output", VerifyOutputOpt),
+    opt.parameter("force", opt.ForceOpt, False)],
     "Check each step's arithmetic and algebra exactly (sympy) and final answers (math-verify).")
 def _verify(given: dict[str, Any], build: Callable) -> None:
     from prmfactory.errors import UsageError
@@ -178,16 +137,16 @@ def _run_stage(stage: str, run: Path, config, force: bool):
     return report
 
 
-@stage_command("judge", "judge", [
-    _parameter("run", opt.RunOpt, inspect.Parameter.empty), _parameter("base_url", BaseUrlOpt),
-    _parameter("force", opt.ForceOpt, False)],
+@opt.stage_command(app, handled, "judge", "judge", [
+    opt.parameter("run", opt.RunOpt, inspect.Parameter.empty), opt.parameter("base_url", BaseUrlOpt),
+    opt.parameter("force", opt.ForceOpt, False)],
     "Grade each complete solution with an LLM judge, with majority votes over samples.")
 def _judge(given: dict[str, Any], build: Callable) -> None:
     _run_stage("judge", given["run"], build(_engine_flags(given["base_url"])), given["force"])
 
 
-@stage_command("filter", "filter", [_parameter("run", opt.RunOpt, inspect.Parameter.empty),
-                                    _parameter("force", opt.ForceOpt, False)],
+@opt.stage_command(app, handled, "filter", "filter", [opt.parameter("run", opt.RunOpt, inspect.Parameter.empty),
+                                    opt.parameter("force", opt.ForceOpt, False)],
                "Fuse MC values, tool verdicts and judge votes into step labels; filter with SQL; write training shards.")
 def _filter(given: dict[str, Any], build: Callable) -> None:
     from prmfactory.progress import console
@@ -210,9 +169,9 @@ TrainOutputOpt = Annotated[Path, typer.Option("--output", "-o", help="Folder for
 TrainForceOpt = Annotated[bool, typer.Option("--force", help="Replace a PRM in --output trained with another config or data.")]
 
 
-@stage_command("train-prm", "train-prm", [
-    _parameter("data", TrainDataOpt, inspect.Parameter.empty), _parameter("output", TrainOutputOpt, inspect.Parameter.empty),
-    _parameter("force", TrainForceOpt, False)],
+@opt.stage_command(app, handled, "train-prm", "train-prm", [
+    opt.parameter("data", TrainDataOpt, inspect.Parameter.empty), opt.parameter("output", TrainOutputOpt, inspect.Parameter.empty),
+    opt.parameter("force", TrainForceOpt, False)],
     "Train a discriminative or generative PRM on stepwise shards.")
 def _train_prm(given: dict[str, Any], build: Callable) -> None:
     from prmfactory.stages import StageInput, execute

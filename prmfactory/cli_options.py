@@ -10,7 +10,7 @@ from __future__ import annotations
 import inspect
 from pathlib import Path
 from types import UnionType
-from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origin
+from typing import Annotated, Any, Callable, Literal, Optional, Union, get_args, get_origin
 
 import typer
 from pydantic import BaseModel
@@ -116,3 +116,45 @@ def set_option(model: type[BaseModel]) -> Any:
         "--set", metavar="KEY=VALUE",
         help="Set any config field, nested ones too; repeatable. Keys without a flag of their own: "
              + ", ".join(others) + ".")]
+
+
+def stage_command(app: typer.Typer, wrap: Callable, command: str, stage: str, params: list[inspect.Parameter], help: str,
+                  skip: tuple[str, ...] = ()) -> Callable:
+    """Register ``command``: ``params`` (its own options), ``--config``, ``--set`` and one option per field
+    of the stage's config model. The decorated body gets its own options and a ``build(extra)`` that
+    makes the stage config from the config file, ``--set``, ``extra`` and the flags given, in that order.
+    ``wrap`` turns errors into one-line messages (the CLI's ``handled``)."""
+
+    def register(body: Callable[[dict[str, Any], Callable[[dict[str, Any]], Any]], None]) -> Callable:
+        from prmfactory.stages import config_model
+
+        model = config_model(stage)
+        own = [p.name for p in params]
+        common = [parameter("config", ConfigOpt), parameter("set_values", set_option(model))]
+        generated = config_parameters(model, skip={*own, *skip})
+
+        def run_command(**kwargs: Any) -> None:
+            from prmfactory.config import build_config, merge
+
+            config_file, sets = kwargs.pop("config"), kwargs.pop("set_values") or []
+            given = {name: kwargs.pop(name) for name in own}
+
+            def build(extra: dict[str, Any]) -> Any:
+                values = parse_sets(model, sets)
+                merge(values, extra)
+                merge(values, kwargs)
+                return build_config(model, stage, config_file, values)
+
+            body(given, build)
+
+        run_command.__signature__ = inspect.Signature([*params, *common, *generated])  # type: ignore[attr-defined]
+        run_command.__doc__ = help
+        run_command.__name__ = command.replace("-", "_")
+        app.command(command)(wrap(run_command))
+        return body
+
+    return register
+
+
+def parameter(name: str, annotation: Any, default: Any = None) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
