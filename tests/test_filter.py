@@ -100,6 +100,9 @@ def test_filter_stage_writes_loadable_steps_and_a_report_that_adds_up(labelled_r
         rows_in = entry["rows_out"]
     assert rows_in == report.rows_out
     assert report.rows_in - report.rows_out == sum(report.dropped.values())  # every drop has a reason
+    rejected = labelled_run.read("rejected").to_pylist()
+    assert len(rejected) == sum(report.dropped.values()) and {r["reason"] for r in rejected} == set(report.dropped)
+    assert report.dropped == {"min_rollouts": 1}
     by_filter = {e["filter"]: e for e in report.details["filters"]}
     assert by_filter["drop_after_first_error"]["steps_removed"] == 1  # "c" after the error at "b"
     assert by_filter["min_rollouts"]["rows_removed"] == 1  # the path through the 2-rollout estimate
