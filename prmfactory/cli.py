@@ -21,7 +21,6 @@ from prmfactory.errors import PrmfactoryError
 
 app = typer.Typer(
     name="prmfactory",
-    help="Process-reward-model data factory: search, verify, judge, filter, train, evaluate, serve, publish.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -31,22 +30,69 @@ toy_app = typer.Typer(help="The offline arithmetic toy domain: problems, oracle,
 app.add_typer(toy_app, name="toy")
 
 
+@app.callback()
+def _options(debug: Annotated[bool, typer.Option("--debug", envvar="PRMFACTORY_DEBUG",
+                                                 help="Show the Python stack of an error instead of one line.")] = False,
+             no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip checking shards against their "
+                                                     "sha256 on read (for huge runs; see BENCHMARKS.md).")] = False):
+    """Process-reward-model data factory: search, verify, judge, filter, train, evaluate, serve, publish."""
+    import os
+
+    if debug:
+        os.environ["PRMFACTORY_DEBUG"] = "1"
+    if no_verify:
+        os.environ["PRMFACTORY_NO_VERIFY"] = "1"
+
+
 def _fail(message: str, code: int) -> None:
+    from rich.markup import escape
+
     from prmfactory.progress import console
 
-    console.print(f"[red]error:[/red] {message}", highlight=False, markup=True, soft_wrap=True)
+    console.print(f"[red]error:[/red] {escape(message)}", highlight=False, markup=True, soft_wrap=True)
     raise typer.Exit(code)
 
 
+_BAD_PATH = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, FileExistsError)
+
+
+def _unexpected(exc: Exception) -> tuple[str, int] | None:
+    """One line and an exit code for the errors a damaged file or a bad path raises anywhere; None for bugs."""
+    import pyarrow as pa
+
+    if isinstance(exc, OSError) and not isinstance(exc, pa.ArrowException):
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{exc.strerror or exc}", 2 if isinstance(exc, _BAD_PATH) else 1
+    if isinstance(exc, UnicodeDecodeError):
+        return f"not valid UTF-8 (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})", 2
+    if isinstance(exc, pa.ArrowException):
+        return f"damaged or unreadable Parquet data: {str(exc).splitlines()[0]}", 1
+    return None
+
+
 def handled(fn: Callable) -> Callable:
-    """Turn prmfactory errors into a one-line message and the right exit code."""
+    """Turn errors into a one-line message and an exit code: 2 bad input or usage, 1 failure.
+
+    prmfactory's own errors name file, line and field; a remaining OSError, UnicodeDecodeError or
+    Arrow error (a damaged file the reader did not expect) is one line too. ``--debug`` (or
+    PRMFACTORY_DEBUG=1) shows the stack instead.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        import os
+
         try:
             return fn(*args, **kwargs)
         except PrmfactoryError as exc:
+            if os.environ.get("PRMFACTORY_DEBUG") == "1":
+                raise
             _fail(str(exc), exc.exit_code)
+        except Exception as exc:
+            described = None if os.environ.get("PRMFACTORY_DEBUG") == "1" else _unexpected(exc)
+            if described is None:
+                raise
+            _fail(*described)
 
     return wrapper
 
@@ -362,12 +408,21 @@ def demo(
 @app.command()
 @handled
 def stats(run: opt.RunArg,
-          as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False) -> None:
-    """Counts per dataset and label distributions of a run folder."""
+          as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+          check: Annotated[bool, typer.Option("--check", help="Re-hash every shard against the manifest, read it "
+                                                             "against its schema and check its lineage.")] = False) -> None:
+    """Counts per dataset and label distributions of a run folder (--check: verify the whole run)."""
     from rich.console import Console
     from rich.table import Table
 
-    from prmfactory.runstats import run_stats
+    from prmfactory.runstats import check_run, run_stats
+
+    if check:
+        checked, problems = check_run(_existing_run(run))
+        for problem in problems:
+            print(problem)
+        print(f"{run}: {checked} shards checked, {len(problems)} problems")
+        raise typer.Exit(1 if problems else 0)
 
     result = run_stats(_existing_run(run))
     if as_json:

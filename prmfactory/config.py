@@ -26,9 +26,13 @@ def runtime_field(default: Any, description: str, **kwargs: Any) -> Any:
 
 
 class StageConfig(BaseModel):
-    """Base of every stage config: unknown keys are errors, values are validated on assignment."""
+    """Base of every stage config: unknown keys are errors, values are validated on assignment.
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    Strict types (``rollouts: true`` or ``budget: "8"`` is an error, not 1 or 8) and no NaN or
+    infinity anywhere: every number a user can type is checked before any engine starts.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True, allow_inf_nan=False)
 
     def output_affecting(self) -> dict[str, Any]:
         """The fields whose values change what the stage writes (nested configs included)."""
@@ -87,8 +91,12 @@ def build_config(cls: type[ConfigT], stage: str, config_file: Path | None, flags
 def merge(base: dict[str, Any], overrides: dict[str, Any]) -> None:
     """Overlay the given (non-None) values on ``base``, descending into nested sections."""
     for key, value in overrides.items():
+        if isinstance(value, dict) and not value:
+            continue  # an empty section overrides nothing (and must not replace a malformed one silently)
         if isinstance(value, dict):
             section = base.get(key)
+            if section is not None and not isinstance(section, dict):
+                continue  # a malformed section stays as it is, so validation names it
             base[key] = section = dict(section) if isinstance(section, dict) else {}
             merge(section, value)
         elif value is not None:
@@ -107,11 +115,11 @@ class EngineConfig(StageConfig):
     base_url: Optional[str] = Field(None, description="Server URL for the openai backend, e.g. http://127.0.0.1:8000/v1.")
     api_key_env: str = runtime_field("OPENAI_API_KEY", "Environment variable holding the server's API key.")
     dtype: str = Field("auto", description="Weights dtype for the in-process engine.")
-    max_model_len: Optional[int] = Field(None, description="Context length (default: the model's).")
-    kv_cache_gib: float = runtime_field(1.0, "KV-cache size in GiB for the in-process engine (bounds memory on CPU).")
+    max_model_len: Optional[int] = Field(None, ge=16, description="Context length (default: the model's).")
+    kv_cache_gib: float = runtime_field(1.0, "KV-cache size in GiB for the in-process engine (bounds memory on CPU).", gt=0)
     enforce_eager: bool = runtime_field(True, "Skip graph compilation (faster start for short runs).")
-    block_size: Optional[int] = runtime_field(None, "KV block size (prefix caching granularity); engine default if unset.")
-    max_num_seqs: int = runtime_field(256, "Most sequences the engine batches at once.")
-    max_concurrency: int = runtime_field(64, "Most requests in flight to a server (openai backend).")
-    max_retries: int = runtime_field(4, "Retries of a failed server request, with exponential backoff.")
-    request_timeout_s: float = runtime_field(600.0, "Timeout of one server request.")
+    block_size: Optional[int] = runtime_field(None, "KV block size (prefix caching granularity); engine default if unset.", ge=1)
+    max_num_seqs: int = runtime_field(256, "Most sequences the engine batches at once.", ge=1)
+    max_concurrency: int = runtime_field(64, "Most requests in flight to a server (openai backend).", ge=1)
+    max_retries: int = runtime_field(4, "Retries of a failed server request, with exponential backoff.", ge=0)
+    request_timeout_s: float = runtime_field(600.0, "Timeout of one server request.", gt=0)

@@ -35,6 +35,34 @@ def run_stats(run: Run) -> dict[str, Any]:
     return result
 
 
+def check_run(run: Run) -> tuple[int, list[str]]:
+    """Every shard re-hashed against the manifest, read and checked against its schema, and its lineage.
+
+    Returns the shards checked and one line per problem found (none: the run is sound).
+    """
+    from prmfactory.errors import PrmfactoryError
+    from prmfactory.store import rerun_command
+
+    checked, problems = 0, []
+    for name in run.datasets():
+        for shard in run.shards(name):
+            checked += 1
+            try:
+                run.verify_shard(name, shard, force=True)
+            except PrmfactoryError as exc:
+                problems.append(str(exc))
+        if not any(p.startswith(str(run.root / name)) for p in problems):
+            try:
+                run.read(name)
+            except (PrmfactoryError, schemas.SchemaError) as exc:
+                problems.append(str(exc))
+        stale = run.stale_shards(name)
+        if stale:
+            problems.append(f"{run.root}: {name}: {len(stale)} shards computed from data that has since changed; "
+                            f"rerun `{rerun_command(stale[0]['stage'], run.root)}`")
+    return checked, problems
+
+
 def run_sql(run: Run, query: str) -> pa.Table:
     """Run ``query`` with one view per dataset (``problems``, ``nodes``, ``steps``, ...)."""
     import duckdb

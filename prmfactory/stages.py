@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from prmfactory.config import StageConfig
 from prmfactory.errors import UsageError
-from prmfactory.store import CommitBuffer, Lineage, Run, config_sha256
+from prmfactory.store import CommitBuffer, Lineage, Run, config_sha256, rerun_command
 
 LOG = logging.getLogger("prmfactory")
 
@@ -136,8 +136,13 @@ class Stage(ABC):
         return Run(root), source if self.name == "mcts" else None
 
     def begin(self, ctx: StageContext) -> None:
-        """Refuse a conflicting rerun, apply ``--force``, drop stale outputs, check the inputs."""
+        """Check the inputs (checksums, lineage), refuse a conflicting rerun, apply ``--force``, drop stale outputs.
+
+        The inputs are verified before ``--force`` sets anything aside, so a damaged input stops the
+        stage with the old outputs untouched.
+        """
         run = ctx.run
+        run.verify([d for d in self.reads if d in run.datasets()])
         for dataset in self.reads:
             stale = run.stale_shards(dataset)
             if stale:
@@ -209,12 +214,6 @@ def downstream_of(datasets: Sequence[str]) -> list[str]:
     return found
 
 
-def rerun_command(stage: str, root: Path) -> str:
-    if stage == "mcts":
-        return f"prmfactory mcts --input PROBLEMS --output {root}"
-    return f"prmfactory {stage} --run {root}"
-
-
 def execute(name: str, run: Run, config: StageConfig, *, force: bool = False,
             source: StageInput | None = None) -> StageReport:
     """Run one stage with everything around it: lock, log, lineage, ``--force``, report, timing."""
@@ -226,10 +225,17 @@ def execute(name: str, run: Run, config: StageConfig, *, force: bool = False,
     ctx.prepared = stage.prepare(ctx)
     with run.writing(), run.log_to_file(name) as log:
         ctx.log = log
-        stage.begin(ctx)
-        if ctx.report.discarded:
-            log.warning("%s: discarded %s", name, ", ".join(f"{d} ({n} shards)" for d, n in ctx.report.discarded.items()))
-        report = stage.run(ctx)
+        try:
+            stage.begin(ctx)
+            if ctx.report.discarded:
+                log.warning("%s: discarded %s", name,
+                            ", ".join(f"{d} ({n} shards)" for d, n in ctx.report.discarded.items()))
+            report = stage.run(ctx)
+        except BaseException:
+            if run.restore_aside():
+                log.warning("%s failed before committing anything; the outputs --force set aside are back", name)
+            raise
+        run.drop_aside()
         report.seconds = round(time.monotonic() - started, 1)
         run.write_report(name, report.model_dump(mode="json"))
         log.info("%s report: %s", name, report.model_dump_json(exclude={"details"}))

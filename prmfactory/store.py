@@ -29,6 +29,7 @@ import logging
 import os
 import platform
 import re
+import shutil
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
@@ -51,6 +52,22 @@ LOG = logging.getLogger("prmfactory")
 
 class RunBusyError(PrmfactoryError):
     """Another process holds the run's writer lock."""
+
+
+class DamagedShardError(PrmfactoryError):
+    """A committed shard's bytes no longer match the sha256 its manifest recorded."""
+
+
+# Shards whose checksum this process has verified: (path, sha256, size, mtime_ns). Each is hashed once
+# per process (stages read their inputs several times); PRMFACTORY_NO_VERIFY=1 skips it for huge runs.
+_VERIFIED: set[tuple[str, str, int, int]] = set()
+
+
+def rerun_command(stage: str, root: Path) -> str:
+    """The command that (re)computes ``stage``'s outputs in the run at ``root``."""
+    if stage == "mcts":
+        return f"prmfactory mcts --input PROBLEMS --output {root}"
+    return f"prmfactory {stage} --run {root}"
 
 
 def config_sha256(output_config: Mapping[str, Any]) -> str:
@@ -158,15 +175,49 @@ class Run:
                 stale.append(shard)
         return stale
 
-    def read(self, dataset: str, *, verify_checksums: bool = False) -> pa.Table:
-        """All committed rows of ``dataset``, checked against its schema."""
+    def verify_shard(self, dataset: str, shard: Mapping[str, Any], *, force: bool = False) -> Path:
+        """Check a shard's bytes against its manifest sha256 (once per process unless ``force``); its path."""
+        path = self.root / shard["file"]
+        try:
+            stat = path.stat()
+        except OSError as exc:
+            raise DamagedShardError(f"{path}: {dataset} shard listed in the manifest is unreadable "
+                                    f"({exc.strerror}); {self._rebuild_hint(shard)}") from exc
+        key = (str(path), shard["sha256"], stat.st_size, stat.st_mtime_ns)
+        if not force and (key in _VERIFIED or os.environ.get("PRMFACTORY_NO_VERIFY") == "1"):
+            return path
+        if sha256_file(path) != shard["sha256"]:
+            raise DamagedShardError(f"{path}: {dataset} shard is damaged (its sha256 does not match the manifest); "
+                                    f"{self._rebuild_hint(shard)}")
+        _VERIFIED.add(key)
+        return path
+
+    def _rebuild_hint(self, shard: Mapping[str, Any]) -> str:
+        stage = shard.get("stage")
+        if stage is None:
+            return "rerun the stage that wrote it with --force"
+        return f"rebuild it with `{rerun_command(stage, self.root)} --force`"
+
+    def verify(self, datasets: Sequence[str] | None = None) -> int:
+        """Verify every shard of ``datasets`` (default: all); returns how many were checked."""
+        checked = 0
+        for dataset in datasets if datasets is not None else self.datasets():
+            for shard in self.shards(dataset):
+                self.verify_shard(dataset, shard)
+                checked += 1
+        return checked
+
+    def read(self, dataset: str, *, verify_checksums: bool = True) -> pa.Table:
+        """All committed rows of ``dataset``, each shard checked against its sha256 and its schema."""
         schema = schemas.load(dataset)
         tables = []
         for shard in self.shards(dataset):
-            path = self.root / shard["file"]
-            if verify_checksums and sha256_file(path) != shard["sha256"]:
-                raise PrmfactoryError(f"{path}: sha256 does not match the manifest")
-            table = pq.read_table(path)
+            path = self.verify_shard(dataset, shard) if verify_checksums else self.root / shard["file"]
+            try:
+                table = pq.read_table(path)
+            except (OSError, pa.ArrowException) as exc:
+                raise DamagedShardError(f"{path}: {dataset} shard cannot be read ({str(exc).splitlines()[0]}); "
+                                        f"{self._rebuild_hint(shard)}") from exc
             schema.check_metadata(table.schema, str(path))
             schema.validate(table)
             tables.append(table.replace_schema_metadata(schema.arrow.metadata))
@@ -201,7 +252,7 @@ class Run:
 
         con = duckdb.connect()
         for name in schemas.names():
-            files = [str(p) for p in self.shard_paths(name)]
+            files = [str(self.verify_shard(name, shard)) for shard in self.shards(name)]
             if files:
                 listing = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
                 con.execute(f'CREATE VIEW "{name}" AS SELECT * FROM read_parquet([{listing}])')
@@ -223,6 +274,7 @@ class Run:
         self._lock_handle = handle
         try:
             if self.exists():  # only a run this tool wrote is cleaned; the first commit creates the manifest
+                self._resolve_aside()
                 self._remove_uncommitted()
             yield self
         finally:
@@ -325,6 +377,70 @@ class Run:
                     folder.rmdir()  # only if nothing but our shards was in it
         return discarded
 
+    # ----- --force: outputs set aside until the new ones are committed ---------------------------
+    @property
+    def aside_path(self) -> Path:
+        return self.root / ".aside"
+
+    def set_aside(self, datasets: Sequence[str]) -> dict[str, int]:
+        """Take ``datasets`` out of the run (``--force``), keeping their shards and run.yaml in ``RUN/.aside``.
+
+        :meth:`restore_aside` puts them back (a forced rerun that fails before committing anything
+        loses nothing); :meth:`drop_aside` deletes them once the new outputs are committed. Returns
+        the shards set aside per dataset.
+        """
+        self._require_lock()
+        manifest = self.manifest()
+        aside = {d: manifest["datasets"][d] for d in datasets if manifest["datasets"].get(d, {}).get("shards")}
+        if not aside:
+            return {}
+        self.drop_aside()
+        run_yaml = self.config_path.read_text(encoding="utf-8") if self.config_path.exists() else None
+        atomic_write_text(self.aside_path / "manifest.json", json.dumps({"datasets": aside, "run_yaml": run_yaml}))
+        for dataset in aside:
+            del manifest["datasets"][dataset]
+        atomic_write_text(self.manifest_path, json.dumps(manifest, indent=1))
+        for entry in aside.values():
+            for shard in entry["shards"]:
+                target = self.aside_path / shard["file"]
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(self.root / shard["file"], target)
+        return {d: len(entry["shards"]) for d, entry in aside.items()}
+
+    def restore_aside(self) -> bool:
+        """Put back what :meth:`set_aside` took out, unless new shards of those datasets were committed since."""
+        record_path = self.aside_path / "manifest.json"
+        if not record_path.exists():
+            self.drop_aside()
+            return False
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+        manifest = self.manifest()
+        if any(manifest["datasets"].get(d, {}).get("shards") for d in record["datasets"]):
+            self.drop_aside()  # new outputs exist: the old ones must not come back beside them
+            return False
+        for entry in record["datasets"].values():
+            for shard in entry["shards"]:
+                moved = self.aside_path / shard["file"]
+                if moved.exists():
+                    (self.root / shard["file"]).parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(moved, self.root / shard["file"])
+        manifest["datasets"].update(record["datasets"])
+        atomic_write_text(self.manifest_path, json.dumps(manifest, indent=1))
+        if record["run_yaml"] is not None:
+            atomic_write_text(self.config_path, record["run_yaml"])
+        self.drop_aside()
+        return True
+
+    def drop_aside(self) -> None:
+        shutil.rmtree(self.aside_path, ignore_errors=True)
+
+    def _resolve_aside(self) -> None:
+        """After a writer died during ``--force``: its set-aside outputs return unless it committed new ones."""
+        if self.aside_path.exists():
+            if self.restore_aside():
+                LOG.warning("%s: a forced rerun stopped before committing anything; its old outputs are back",
+                            self.root)
+
     def drop_shards(self, records: Sequence[Mapping[str, Any]]) -> int:
         """Forget and delete the given shard records (stale outputs about to be recomputed)."""
         self._require_lock()
@@ -358,7 +474,7 @@ class Run:
         has_output = any(self.shards(d) for d in outputs)
         discarded: dict[str, int] = {}
         if force:
-            discarded = self.reset([*outputs, *downstream])
+            discarded = self.set_aside([*outputs, *downstream])
         elif previous and has_output:
             old = previous.get("output_config", {})
             new = config.output_affecting()

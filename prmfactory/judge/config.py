@@ -22,8 +22,8 @@ class JudgeConfig(StageConfig):
     max_new_tokens: int = Field(1024, ge=1, description="Longest judge output in tokens.")
     engine: EngineConfig = Field(default_factory=EngineConfig, description="Generation backend.")
     seed: int = Field(0, description="Seeds the engine.")
-    concurrency: int = runtime_field(64, "Solutions judged at once.")
-    commit_every: int = runtime_field(16, "Questions per committed shard.")
+    concurrency: int = runtime_field(64, "Solutions judged at once.", ge=1)
+    commit_every: int = runtime_field(16, "Questions per committed shard.", ge=1)
     quiet: bool = runtime_field(False, "No progress bars.")
 
     def template_text(self) -> str:

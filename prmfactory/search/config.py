@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal, Optional
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from prmfactory.config import EngineConfig, StageConfig, runtime_field
 from prmfactory.engines.base import DEFAULT_SYSTEM_PROMPT
@@ -34,8 +34,15 @@ class MctsConfig(StageConfig):
     length_scale: int = Field(500, ge=1, description="OmegaPRM L, in tokens.")
     num_solutions: int = Field(4, ge=1, description="mc: solutions sampled per question, each estimated step by step.")
     seed: int = Field(0, description="Seeds the engine and the search's tie-breaking.")
-    answer_timeout_s: float = runtime_field(5.0, "Wall-clock limit of one answer-equivalence check.")
-    concurrency: int = runtime_field(64, "Questions searched at once (keeps the engine's batch full).")
-    commit_every: int = runtime_field(16, "Questions per committed shard.")
-    limit: Optional[int] = runtime_field(None, "Search at most this many problems.")
+    answer_timeout_s: float = runtime_field(5.0, "Wall-clock limit of one answer-equivalence check.", gt=0)
+    concurrency: int = runtime_field(64, "Questions searched at once (keeps the engine's batch full).", ge=1)
+    commit_every: int = runtime_field(16, "Questions per committed shard.", ge=1)
+    limit: Optional[int] = runtime_field(None, "Search at most this many problems.", ge=1)
     quiet: bool = runtime_field(False, "No progress bars.")
+
+    @model_validator(mode="after")
+    def _budget_holds_the_first_estimate(self) -> "MctsConfig":
+        if self.strategy == "omegaprm" and self.budget < self.rollouts:
+            raise ValueError(f"budget ({self.budget}) is below rollouts ({self.rollouts}): OmegaPRM's budget counts "
+                             "the first k rollouts too")
+        return self

@@ -28,5 +28,5 @@ class TrainPrmConfig(StageConfig):
     lora_alpha: int = Field(16, ge=1, description="LoRA scaling numerator.")
     seed: int = Field(0, description="Seed of initialisation and data order.")
     training_args: dict[str, Any] = Field(default_factory=dict, description="Further transformers TrainingArguments, passed as is.")
-    threads: Optional[int] = runtime_field(None, "torch threads (default: torch's choice).")
+    threads: Optional[int] = runtime_field(None, "torch threads (default: torch's choice).", ge=1)
     quiet: bool = runtime_field(False, "No progress bar.")

@@ -21,8 +21,8 @@ from typing import Any
 
 from prmfactory.config import dump_yaml
 from prmfactory.errors import UsageError
-from prmfactory.stages import Stage, StageContext, StageInput, StageReport, rerun_command
-from prmfactory.store import Run
+from prmfactory.stages import Stage, StageContext, StageInput, StageReport
+from prmfactory.store import Run, rerun_command
 from prmfactory.train.config import TrainPrmConfig
 
 REQUIRED_COLUMNS = ("prompt", "completions", "labels")

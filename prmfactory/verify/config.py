@@ -11,7 +11,7 @@ class VerifyConfig(StageConfig):
     """``prmfactory verify``."""
 
     check_final_answers: bool = Field(True, description="Check a step's \\boxed{} answer against the reference (math-verify).")
-    seconds_per_claim: float = runtime_field(1.0, "Wall-clock limit per claim, enforced in a worker process.")
-    answer_timeout_s: float = runtime_field(5.0, "Wall-clock limit of one final-answer check.")
-    questions_per_shard: int = runtime_field(64, "Questions per committed shard.")
+    seconds_per_claim: float = runtime_field(1.0, "Wall-clock limit per claim, enforced in a worker process.", gt=0)
+    answer_timeout_s: float = runtime_field(5.0, "Wall-clock limit of one final-answer check.", gt=0)
+    questions_per_shard: int = runtime_field(64, "Questions per committed shard.", ge=1)
     quiet: bool = runtime_field(False, "No progress bars.")
