@@ -260,7 +260,8 @@ def eval_processbench(
     if prm is not None:
         result = evaluate_prm(prm, data, output, threshold=threshold, backend=backend, quiet=quiet)
     else:
-        result = metrics(load_splits(data), read_predictions(predictions, threshold))
+        splits = load_splits(data)
+        result = metrics(splits, read_predictions(predictions, splits, threshold))
         write_results(result, output, f"ProcessBench: {predictions.name}")
     print(markdown_table(result), end="")
     print(f"results in {output}")
@@ -307,7 +308,7 @@ def eval_bon(
 def serve(
     prm: Annotated[Path, typer.Option(help="A trained PRM folder (from `prmfactory train-prm`).", exists=True, file_okay=False)],
     host: Annotated[str, typer.Option(help="Interface to listen on (loopback by default).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8000,
     api_key: Annotated[Optional[str], typer.Option(envvar="PRMFACTORY_API_KEY", show_envvar=True, help="Require `Authorization: Bearer KEY` on every request.")] = None,
     aggregate: Annotated[str, typer.Option(help="Reward of /get_reward: min, last, prod or mean of the step scores.")] = "min",
     backend: BackendOpt = "transformers",
@@ -324,6 +325,10 @@ def serve(
 
     if aggregate not in AGGREGATIONS:
         raise UsageError(f"--aggregate: expected one of {', '.join(AGGREGATIONS)}, got {aggregate!r}")
+    if api_key is not None and not api_key.strip():
+        raise UsageError("--api-key: empty; give a key, or leave it unset for a loopback-only server")
+    if not max_body_mb > 0:
+        raise UsageError(f"--max-body-mb: must be above 0, got {max_body_mb}")
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         console.print(f"[yellow]warning:[/yellow] serving on {host} without --api-key: anyone who reaches it can use it")
     app_ = create_app(PRM.from_pretrained(prm, backend=backend), api_key=api_key, max_body_bytes=int(max_body_mb * 1e6),
@@ -347,6 +352,9 @@ def publish(
 
     from prmfactory.hub import build_folder, upload
 
+    from prmfactory.hub import check_repo_id
+
+    check_repo_id(repo_id)
     source = _existing_run(run)
     if dry_run is not None:
         built = build_folder(source, dry_run, repo_id, license)

@@ -72,8 +72,22 @@ def render_card(context: dict[str, Any]) -> str:
     return environment.get_template("dataset_card.md.j2").render(**context)
 
 
+def check_repo_id(repo_id: str) -> None:
+    """Refuse a repo id the Hub would refuse (huggingface_hub's own validator), before anything is built."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as exc:
+        raise UsageError(f"--repo-id {repo_id!r}: {str(exc).splitlines()[0]}") from exc
+
+
 def build_folder(run: Run, folder: Path, repo_id: str, license: str = "unknown") -> dict[str, Any]:
     """Write exactly what would be uploaded into ``folder`` (which must be empty or absent)."""
+    check_repo_id(repo_id)
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"{folder}: not a folder; give a new folder for the dataset files")
     if folder.exists() and any(folder.iterdir()):
         raise UsageError(f"{folder}: not empty; give a new folder for the dataset files")
     context = card_context(run, repo_id, license)

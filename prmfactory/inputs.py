@@ -63,16 +63,26 @@ def jsonl_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     For the small record files the other commands read (solutions, predictions); ``--input`` has
     the stricter line-by-line checks of :func:`read_problems`.
     """
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    try:
+        raw_lines = path.read_bytes().splitlines()
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read: {exc.strerror}") from exc
+    for number, raw in enumerate(raw_lines, start=1):
+        where = f"{path}:{number}"
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise UsageError(f"{where}: not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})") from exc
         if not line.strip():
             continue
-        where = f"{path}:{number}"
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise UsageError(f"{where}: invalid JSON: {exc.msg}") from exc
+            raise UsageError(f"{where}: invalid JSON: {exc.msg} at column {exc.colno}") from exc
+        except RecursionError as exc:
+            raise UsageError(f"{where}: JSON nested too deeply") from exc
         if not isinstance(record, dict):
-            raise UsageError(f"{where}: expected a JSON object")
+            raise UsageError(f"{where}: expected a JSON object, got {type(record).__name__}")
         yield where, record
 
 

@@ -26,8 +26,9 @@ def test_threshold_protocol_and_prediction_file(tmp_path):
     assert first_below([0.9, 0.7, 0.4, 0.1]) == 2 and first_below([0.9, 0.6]) == -1
     path = tmp_path / "p.jsonl"
     path.write_text(json.dumps({"id": "x", "step_scores": [0.9, 0.3]}) + "\n" + json.dumps({"id": "y", "prediction": -1}) + "\n")
-    assert read_predictions(path) == {"x": 1, "y": -1}
-    assert read_predictions(path, threshold=0.2) == {"x": -1, "y": -1}
-    path.write_text('{"id": "z", "step_scores": "high"}\n')
-    with pytest.raises(UsageError, match=":1: field 'prediction' or 'step_scores'"):
-        read_predictions(path)
+    splits = {"s": [{"id": "x", "steps": ["a", "b"], "label": 1}, {"id": "y", "steps": ["c"], "label": -1}]}
+    assert read_predictions(path, splits) == {"x": 1, "y": -1}
+    assert read_predictions(path, splits, threshold=0.2) == {"x": -1, "y": -1}
+    path.write_text('{"id": "x", "step_scores": "high"}\n')
+    with pytest.raises(UsageError, match=":1: field 'step_scores'"):
+        read_predictions(path, splits)

@@ -11,31 +11,96 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Annotated, Any, Iterator, Mapping, Optional, Sequence, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from prmfactory.errors import UsageError
 from prmfactory.prm import first_below
 
 
+class ProcessBenchRecord(BaseModel):
+    """One ProcessBench record (Zheng et al. 2024): the solution's steps and the index of its first wrong
+    step (−1: none). Extra fields (``generator``, ``final_answer_correct``) are kept."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    id: Union[str, int]
+    problem: Optional[str] = None
+    steps: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1)
+    label: Optional[int] = None
+
+    @model_validator(mode="after")
+    def _label_is_a_step(self) -> "ProcessBenchRecord":
+        if self.label is not None and not -1 <= self.label < len(self.steps):
+            raise ValueError(f"label {self.label} is not -1 or a step index (0-{len(self.steps) - 1})")
+        return self
+
+
+def _records(file: Path) -> Iterator[tuple[str, Any]]:
+    """``(where, raw record)`` from a JSON array or a JSON Lines file."""
+    from prmfactory.inputs import jsonl_records
+
+    try:
+        head = file.read_bytes()[:4096].lstrip()
+    except OSError as exc:
+        raise UsageError(f"{file}: cannot read: {exc.strerror}") from exc
+    if not head.startswith(b"["):
+        yield from jsonl_records(file)
+        return
+    try:
+        records = json.loads(file.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{file}: not valid UTF-8 (byte offset {exc.start})") from exc
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{file}:{exc.lineno}: invalid JSON: {exc.msg} at column {exc.colno}") from exc
+    except RecursionError as exc:
+        raise UsageError(f"{file}: JSON nested too deeply") from exc
+    for index, record in enumerate(records):
+        yield f"{file}: record {index}", record
+
+
+def _field_error(where: str, exc: ValidationError) -> UsageError:
+    first = exc.errors()[0]
+    field = ".".join(str(p) for p in first["loc"]) or "(record)"
+    return UsageError(f"{where}: field {field!r}: {first['msg']}")
+
+
 def load_splits(path: Path) -> dict[str, list[dict[str, Any]]]:
-    """ProcessBench files (a JSON array or JSON Lines each), one split per file named by its stem."""
+    """ProcessBench files (a JSON array or JSON Lines each), one split per file named by its stem.
+
+    Every record is checked (``ProcessBenchRecord``); ids are unique over all splits; a split is
+    labelled in every record or in none (then only predictions can be written).
+    """
     files = sorted(p for p in path.iterdir() if p.suffix in (".json", ".jsonl")) if path.is_dir() else [path]
     if not files:
         raise UsageError(f"{path}: no .json or .jsonl files")
-    splits = {}
+    splits: dict[str, list[dict[str, Any]]] = {}
+    first_seen: dict[Any, str] = {}
     for file in files:
-        text = file.read_text(encoding="utf-8")
-        try:
-            records = json.loads(text) if text.lstrip().startswith("[") else [
-                json.loads(line) for line in text.splitlines() if line.strip()]
-        except json.JSONDecodeError as exc:
-            raise UsageError(f"{file}:{exc.lineno}: invalid JSON: {exc.msg}") from exc
-        for index, record in enumerate(records):
-            for field, kind in (("id", (str, int)), ("steps", list)):
-                if not isinstance(record.get(field), kind):
-                    raise UsageError(f"{file}: record {index}: field {field!r}: missing or of the wrong type")
+        records = []
+        for where, raw in _records(file):
+            if not isinstance(raw, dict):
+                raise UsageError(f"{where}: expected a JSON object, got {type(raw).__name__}")
+            try:
+                record = ProcessBenchRecord.model_validate(raw).model_dump()
+            except ValidationError as exc:
+                raise _field_error(where, exc) from exc
+            if record["id"] in first_seen:
+                raise UsageError(f"{where}: field 'id': duplicate id {record['id']!r} (first in {first_seen[record['id']]})")
+            first_seen[record["id"]] = where
+            records.append(record)
+        labelled = sum(r["label"] is not None for r in records)
+        if 0 < labelled < len(records):
+            unlabelled = next(i for i, r in enumerate(records) if r["label"] is None)
+            raise UsageError(f"{file}: record {unlabelled}: field 'label': missing, while {labelled} other records "
+                             "have one (label every record, or none)")
         splits[file.stem] = records
     return splits
+
+
+def is_labelled(splits: Mapping[str, Sequence[dict[str, Any]]]) -> bool:
+    return all(r["label"] is not None for records in splits.values() for r in records)
 
 
 def split_metrics(labels: Sequence[int], predictions: Sequence[int]) -> dict[str, float]:
@@ -51,6 +116,8 @@ def metrics(splits: Mapping[str, Sequence[dict[str, Any]]], predictions: Mapping
     """Per-split metrics and their average F1; a record without a prediction is an error."""
     result: dict[str, Any] = {"splits": {}}
     for name, records in splits.items():
+        if any(r.get("label") is None for r in records):
+            raise UsageError(f"split {name}: the records have no labels; there is nothing to score against")
         missing = [r["id"] for r in records if r["id"] not in predictions]
         if missing:
             raise UsageError(f"split {name}: no prediction for {len(missing)} record(s), e.g. {missing[0]!r}")
@@ -59,21 +126,50 @@ def metrics(splits: Mapping[str, Sequence[dict[str, Any]]], predictions: Mapping
     return result
 
 
-def read_predictions(path: Path, threshold: float = 0.5) -> dict[Any, int]:
-    """``{id: prediction}`` from JSONL lines of ``{id, prediction}`` or ``{id, step_scores}``."""
+class PredictionRecord(BaseModel):
+    """A line of a predictions file: the predicted first wrong step, or a score per step (finite, 0-1)."""
+
+    model_config = ConfigDict(extra="allow", strict=True, allow_inf_nan=False)
+
+    id: Union[str, int]
+    prediction: Optional[int] = None
+    step_scores: Optional[list[Annotated[float, Field(ge=0, le=1)]]] = None
+
+    @model_validator(mode="after")
+    def _one_of_them(self) -> "PredictionRecord":
+        if (self.prediction is None) == (self.step_scores is None):
+            raise ValueError("give exactly one of 'prediction' and 'step_scores'")
+        return self
+
+
+def read_predictions(path: Path, splits: Mapping[str, Sequence[dict[str, Any]]], threshold: float = 0.5
+                     ) -> dict[Any, int]:
+    """``{id: prediction}`` from JSONL lines of ``{id, prediction}`` or ``{id, step_scores}``, checked
+    against the records they predict: known ids, each once, a prediction that is −1 or a step, one
+    score per step."""
     from prmfactory.inputs import jsonl_records
 
+    steps = {r["id"]: len(r["steps"]) for records in splits.values() for r in records}
     predictions: dict[Any, int] = {}
-    for where, record in jsonl_records(path):
-        if "id" not in record:
-            raise UsageError(f"{where}: field 'id': missing")
-        if isinstance(record.get("prediction"), int) and not isinstance(record["prediction"], bool):
-            predictions[record["id"]] = record["prediction"]
-        elif isinstance(record.get("step_scores"), list) and all(
-                isinstance(s, (int, float)) and not isinstance(s, bool) for s in record["step_scores"]):
-            predictions[record["id"]] = first_below(record["step_scores"], threshold)
+    for where, raw in jsonl_records(path):
+        try:
+            record = PredictionRecord.model_validate(raw)
+        except ValidationError as exc:
+            raise _field_error(where, exc) from exc
+        if record.id not in steps:
+            raise UsageError(f"{where}: field 'id': {record.id!r} is not a record of the data")
+        if record.id in predictions:
+            raise UsageError(f"{where}: field 'id': a second prediction for {record.id!r}")
+        count = steps[record.id]
+        if record.step_scores is not None:
+            if len(record.step_scores) != count:
+                raise UsageError(f"{where}: field 'step_scores': {len(record.step_scores)} scores for {count} steps")
+            predictions[record.id] = first_below(record.step_scores, threshold)
+        elif not -1 <= record.prediction < count:
+            raise UsageError(f"{where}: field 'prediction': {record.prediction} is not -1 or a step index "
+                             f"(0-{count - 1})")
         else:
-            raise UsageError(f"{where}: field 'prediction' or 'step_scores': missing or of the wrong type")
+            predictions[record.id] = record.prediction
     return predictions
 
 

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from prmfactory.eval.processbench import load_splits, metrics, write_results
+from prmfactory.eval.processbench import is_labelled, load_splits, metrics, write_results
 from prmfactory.fileio import atomic_write_text
 from prmfactory.progress import stage_progress
 from prmfactory.verify.check import INCORRECT, UNVERIFIABLE, StepVerdict, StepVerifier
@@ -55,7 +55,7 @@ def verify_processbench(path: Path, output: Path, *, seconds_per_claim: float = 
                                          "step_verdicts": [{"verdict": v.verdict, "claims": v.claim_rows()}
                                                            for v in found]}, ensure_ascii=False))
                 progress.advance()
-    labelled = all("label" in r for records in splits.values() for r in records)
+    labelled = is_labelled(splits)
     result: dict[str, Any] = metrics(splits, predictions) if labelled else {"note": "no labels: predictions only"}
     if labelled:
         result["flag_statistics"] = {name: flag_statistics(records, predictions, verdicts)
