@@ -60,20 +60,36 @@ def _format_validation_error(exc: ValidationError, where: str) -> str:
     return f"{where}: field {field!r}: {first['msg']}{more}"
 
 
+def load_yaml_mapping(path: Path, what: str) -> dict[str, Any]:
+    """A YAML file that must hold a mapping; any problem is a one-line error naming the file."""
+    try:
+        data = yaml.safe_load(path.read_bytes().decode("utf-8")) or {}
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{path}: cannot read {what}: not valid UTF-8 (byte offset {exc.start})") from exc
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read {what}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise UsageError(f"{path}: cannot read {what}: {str(exc).splitlines()[0]}") from exc
+    if not isinstance(data, dict):
+        raise UsageError(f"{path}: a {what} file must be a mapping, got {type(data).__name__}")
+    return data
+
+
 def read_yaml_section(path: Path, stage: str) -> dict[str, Any]:
     """The mapping for ``stage`` in a config or pipeline YAML file."""
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise UsageError(f"{path}: cannot read config: {exc}".splitlines()[0]) from exc
-    if not isinstance(data, dict):
-        raise UsageError(f"{path}: a config file must be a mapping")
+    data = load_yaml_mapping(path, "config")
     if "stages" not in data:
         return data
-    for index, entry in enumerate(data["stages"] or []):
+    entries = data["stages"] or []
+    if not isinstance(entries, list):
+        raise UsageError(f"{path}: field 'stages': expected a list of {{stage, config}}, got {type(entries).__name__}")
+    for index, entry in enumerate(entries):
         if isinstance(entry, dict) and entry.get("stage") == stage:
-            return dict(entry.get("config") or {})
-    names = [e.get("stage") for e in data["stages"] or [] if isinstance(e, dict)]
+            section = entry.get("config") or {}
+            if not isinstance(section, dict):
+                raise UsageError(f"{path}: stage {index}: field 'config': expected a mapping, got {type(section).__name__}")
+            return dict(section)
+    names = [e.get("stage") for e in entries if isinstance(e, dict)]
     raise UsageError(f"{path}: pipeline has no stage {stage!r} (it has {names})")
 
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Literal
@@ -25,6 +27,7 @@ from prmfactory.rows import ProblemsRow
 InputFormat = Literal["auto", "prmfactory", "gsm8k", "math"]
 FORMATS = ("auto", "prmfactory", "gsm8k", "math")
 MAX_LINE_BYTES = 1 << 20
+MAX_ID_CHARS = 256
 MAX_REPORTED_ERRORS = 20
 _MATH_KEYS = {"solution", "subject", "level", "unique_id"}
 
@@ -57,6 +60,15 @@ def derive_id(problem: str) -> str:
     return "sha256:" + hashlib.sha256(problem.encode("utf-8")).hexdigest()[:16]
 
 
+def _no_constant(name: str) -> Any:
+    raise json.JSONDecodeError(f"{name} is not JSON (numbers must be finite)", name, 0)
+
+
+def strict_json(text: str) -> Any:
+    """``json.loads`` without Python's extensions: NaN, Infinity and -Infinity are errors, not floats."""
+    return json.loads(text, parse_constant=_no_constant)
+
+
 def jsonl_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     """``(file:line, object)`` for each non-blank line of a JSON Lines file of objects.
 
@@ -76,7 +88,7 @@ def jsonl_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            record = strict_json(line)
         except json.JSONDecodeError as exc:
             raise UsageError(f"{where}: invalid JSON: {exc.msg} at column {exc.colno}") from exc
         except RecursionError as exc:
@@ -105,6 +117,8 @@ def _text(obj: dict[str, Any], key: str, *, numbers: bool = False) -> str:
         raise _FieldError(key, "missing")
     value = obj[key]
     if numbers and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise _FieldError(key, f"not a finite number ({value})")
         value = str(value)
     if not isinstance(value, str):
         raise _FieldError(key, f"expected a string, got {type(value).__name__}")
@@ -145,6 +159,10 @@ def _problem_row(obj: dict[str, Any], fmt: str, source: str) -> ProblemsRow:
         raise _FieldError("id", f"expected a string or integer, got {type(raw_id).__name__}")
     elif not str(raw_id).strip():
         raise _FieldError("id", "empty")
+    elif len(str(raw_id)) > MAX_ID_CHARS:
+        raise _FieldError("id", f"longer than {MAX_ID_CHARS} characters")
+    elif any(unicodedata.category(c).startswith("C") for c in str(raw_id)):
+        raise _FieldError("id", "contains a control character (newline, tab, NUL, ...)")
     else:
         question_id = str(raw_id)
     extra = {k: v for k, v in obj.items() if k not in used}
@@ -199,7 +217,7 @@ def read_problems(path: Path, fmt: InputFormat = "auto") -> tuple[list[dict[str,
             reject("", "blank line")
             continue
         try:
-            obj = json.loads(text)
+            obj = strict_json(text)
         except json.JSONDecodeError as exc:
             if not ended:
                 reject("", f"truncated last line (no newline at end, invalid JSON: {exc.msg})")

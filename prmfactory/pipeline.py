@@ -12,20 +12,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-import yaml
-
-from prmfactory.config import StageConfig, build_config
+from prmfactory.config import StageConfig, build_config, load_yaml_mapping
 from prmfactory.errors import UsageError
 from prmfactory.stages import REGISTRY, StageInput, StageReport, config_model, execute, get_stage
 
 
 def load_pipeline(path: Path) -> list[tuple[str, StageConfig]]:
     """The pipeline's stages with their validated configs, before anything runs."""
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise UsageError(f"{path}: cannot read pipeline: {str(exc).splitlines()[0]}") from exc
-    entries = data.get("stages") if isinstance(data, dict) else None
+    entries = load_yaml_mapping(path, "pipeline").get("stages")
     if not isinstance(entries, list) or not entries:
         raise UsageError(f"{path}: a pipeline file needs a non-empty 'stages' list")
     stages = []

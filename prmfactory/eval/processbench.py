@@ -60,9 +60,10 @@ def _records(file: Path) -> Iterator[tuple[str, Any]]:
         yield f"{file}: record {index}", record
 
 
-def _field_error(where: str, exc: ValidationError) -> UsageError:
+def _field_error(where: str, exc: ValidationError, model: type[BaseModel]) -> UsageError:
+    """A validation error as ``where: field 'name': reason`` (list indices kept, union-member tags dropped)."""
     first = exc.errors()[0]
-    field = ".".join(str(p) for p in first["loc"]) or "(record)"
+    field = ".".join(str(p) for p in first["loc"] if isinstance(p, int) or p in model.model_fields) or "(record)"
     return UsageError(f"{where}: field {field!r}: {first['msg']}")
 
 
@@ -85,7 +86,7 @@ def load_splits(path: Path) -> dict[str, list[dict[str, Any]]]:
             try:
                 record = ProcessBenchRecord.model_validate(raw).model_dump()
             except ValidationError as exc:
-                raise _field_error(where, exc) from exc
+                raise _field_error(where, exc, ProcessBenchRecord) from exc
             if record["id"] in first_seen:
                 raise UsageError(f"{where}: field 'id': duplicate id {record['id']!r} (first in {first_seen[record['id']]})")
             first_seen[record["id"]] = where
@@ -155,7 +156,7 @@ def read_predictions(path: Path, splits: Mapping[str, Sequence[dict[str, Any]]],
         try:
             record = PredictionRecord.model_validate(raw)
         except ValidationError as exc:
-            raise _field_error(where, exc) from exc
+            raise _field_error(where, exc, PredictionRecord) from exc
         if record.id not in steps:
             raise UsageError(f"{where}: field 'id': {record.id!r} is not a record of the data")
         if record.id in predictions:

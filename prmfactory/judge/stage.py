@@ -26,6 +26,7 @@ from prmfactory.judge.parse import PARSERS, majority
 from prmfactory.judge.render import render
 from prmfactory.fileio import sha256_text
 from prmfactory.progress import stage_progress
+from prmfactory.resources import require_model
 from prmfactory.rows import JudgementsRow
 from prmfactory.stages import Stage, StageContext, StageReport
 from prmfactory.store import CommitBuffer
@@ -86,6 +87,8 @@ class JudgeStage(Stage, name="judge", config=JudgeConfig, reads=("problems", "no
     """nodes (complete solutions) -> judgements, resumable by question."""
 
     def prepare(self, ctx: StageContext) -> str:
+        if ctx.config.engine.backend == "vllm":
+            require_model(ctx.config.judge)
         return ctx.config.template_text()
 
     def run(self, ctx: StageContext) -> StageReport:

@@ -27,6 +27,7 @@ from prmfactory.errors import UsageError
 from prmfactory.fileio import atomic_write_text
 from prmfactory.inputs import InputIssue, load_problems
 from prmfactory.progress import stage_progress
+from prmfactory.resources import require_model
 from prmfactory.rows import QuestionsRow
 from prmfactory.search.config import MctsConfig
 from prmfactory.search.montecarlo import search_mc
@@ -126,6 +127,8 @@ class MctsStage(Stage, name="mcts", config=MctsConfig, reads=("problems",), writ
         if ctx.source is None:
             raise UsageError("mcts needs --input PROBLEMS")
         ctx.run.require_run_or_new()
+        if ctx.config.engine.backend == "vllm":
+            require_model(ctx.config.policy)
         return load_problems(ctx.source.path, ctx.source.format, skip_invalid=ctx.source.skip_invalid)
 
     def run(self, ctx: StageContext) -> StageReport:

@@ -22,6 +22,7 @@ from typing import Any
 from prmfactory.config import dump_yaml
 from prmfactory.errors import UsageError
 from prmfactory.stages import Stage, StageContext, StageInput, StageReport
+from prmfactory.resources import require_model
 from prmfactory.store import Run, rerun_command
 from prmfactory.train.config import TrainPrmConfig
 
@@ -64,12 +65,15 @@ def load_training_data(path: Path, segmentation: str | None) -> TrainingData:
                 claims[(verdict["node_id"], verdict["step_index"])] = verdict["claims"]
         origin = path / "steps"
     else:
-        files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
+        files = sorted(path.glob("*.parquet")) if path.is_dir() else [path] if path.suffix == ".parquet" else []
         if not files:
-            raise UsageError(f"{path}: neither a run folder nor Parquet shards")
+            raise UsageError(f"{path}: neither a run folder nor Parquet shards (*.parquet)")
         rows = []
         for file in files:
-            table = pq.read_table(file)
+            try:
+                table = pq.read_table(file)
+            except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+                raise UsageError(f"{file}: not a readable Parquet file ({str(exc).splitlines()[0]})") from exc
             missing = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
             if missing:
                 raise UsageError(f"{file}: column {missing[0]!r}: missing (stepwise rows need {', '.join(REQUIRED_COLUMNS)})")
@@ -208,6 +212,9 @@ class TrainPrmStage(Stage, name="train-prm", config=TrainPrmConfig, reads=("step
     def prepare(self, ctx: StageContext) -> TrainingData:
         if ctx.source is None:
             raise UsageError("train-prm needs --data")
+        if ctx.run.root.exists() and not ctx.run.root.is_dir():
+            raise UsageError(f"{ctx.run.root}: not a folder; give a folder for the PRM")
+        require_model(ctx.config.base)
         data = load_training_data(ctx.source.path, ctx.config.segmentation)
         if not data.rows:
             raise UsageError(f"{ctx.source.path}: no training rows")
