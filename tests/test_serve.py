@@ -65,6 +65,24 @@ def test_bad_requests_get_the_right_status_and_the_server_keeps_serving(client, 
     assert client.get("/health").json()["status"] == "ok"
 
 
+@pytest.mark.parametrize("content, status, message", [
+    (b'{"items": [' + b'{"id": 1, "prompt": "p", "steps": ["' + b"x" * 30_000 + b'"]}]}', 413, "over 20000 bytes"),
+    (b'{"items": "\xff\xfe"}', 422, "body: not valid UTF-8"),
+    (b'{"a": ' * 1_000 + b'1' + b'}' * 1_000, 422, "nested deeper than"),
+    (b"[" * 9_000 + b"]" * 9_000, 422, "nested deeper than"),
+    (b'{"items": ' + b"[" * 40 + b"]" * 40 + b"}", 422, "nested deeper than 32"),
+    (b'{"items": [1, }', 422, "body: invalid JSON"),
+])
+def test_chunked_oversize_undecodable_and_deep_bodies(client, content, status, message):
+    def chunks():  # no content-length: the server only learns the size while reading
+        for start in range(0, len(content), 4096):
+            yield content[start:start + 4096]
+
+    reply = client.post("/v1/prm/score", content=chunks(), headers={"Content-Type": "application/json"})
+    assert reply.status_code == status and message in reply.json()["detail"], reply.text[:300]
+    assert client.get("/health").json()["status"] == "ok"
+
+
 def test_grpo_reward_function_logs_step_scores(prm):
     from prmfactory.rl import GRPOReward
 

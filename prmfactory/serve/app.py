@@ -1,14 +1,17 @@
 """The PRM server: ``POST /v1/prm/score``, OpenRLHF's ``POST /get_reward`` and ``GET /health``.
 
 Loopback by default. With an API key every request needs ``Authorization: Bearer KEY`` (401
-otherwise); bodies over ``max_body_bytes`` get 413; malformed items get 422 with a message naming
-the item (``items[3].prompt: Field required``). Scores of steps cut off by the PRM's length limit
+otherwise); bodies over ``max_body_bytes`` get 413, declared or chunked; a body that is not UTF-8,
+not JSON or nested deeper than ``MAX_JSON_DEPTH`` gets 422, and so do malformed items, with a
+message naming the item (``items[3].prompt: Field required``); every error body is JSON
+``{"detail": ...}``. Scores of steps cut off by the PRM's length limit
 are ``null``; they do not count in the aggregate.
 """
 
 from __future__ import annotations
 
 import hmac
+import json
 import math
 from typing import Any, Literal, Optional, Union
 
@@ -80,8 +83,35 @@ def _item_location(loc: tuple) -> str:
     return text or "body"
 
 
+MAX_JSON_DEPTH = 32  # the request models nest 4 deep; anything far deeper is an attack, not a request
+
+
+def _json_problem(body: bytes) -> Optional[str]:
+    """Why a JSON body cannot be a request (not UTF-8, not JSON, nested too deep), or None."""
+    try:
+        data = json.loads(body.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        return f"body: not valid UTF-8 (byte offset {exc.start})"
+    except json.JSONDecodeError as exc:
+        return f"body: invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+    except RecursionError:
+        return f"body: JSON nested deeper than {MAX_JSON_DEPTH} levels"
+    frontier, depth = [data], 0
+    while frontier:
+        depth += 1
+        if depth > MAX_JSON_DEPTH:
+            return f"body: JSON nested deeper than {MAX_JSON_DEPTH} levels"
+        frontier = [child for node in frontier if isinstance(node, (list, dict))
+                    for child in (node.values() if isinstance(node, dict) else node)
+                    if isinstance(child, (list, dict))]
+    return None
+
+
 class GuardMiddleware:
-    """Bearer-token check (when a key is set) and a body-size limit, before any route runs."""
+    """Before any route runs: the bearer-token check (when a key is set), then the body, read whole up to
+    ``max_body_bytes`` whether its length is declared or it comes chunked (413 past it), and a JSON
+    body that is not UTF-8, not JSON or nested too deep answered 422 with a JSON ``detail``, as
+    FastAPI answers a body that does not match the request model."""
 
     def __init__(self, app, api_key: Optional[str], max_body_bytes: int):
         self.app, self.api_key, self.max_body_bytes = app, api_key, max_body_bytes
@@ -97,36 +127,36 @@ class GuardMiddleware:
                                           headers={"WWW-Authenticate": "Bearer"})(scope, receive, send)
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
-            return await self._too_large(scope, receive, send)
-        received = 0
-
-        async def limited_receive():
-            nonlocal received
+            return await self._reply(scope, receive, send, 413, f"request body over {self.max_body_bytes} bytes")
+        chunks, size = [], 0
+        while True:
             message = await receive()
-            received += len(message.get("body", b""))
-            if received > self.max_body_bytes:
-                raise _BodyTooLarge
-            return message
+            if message["type"] != "http.request":
+                break
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_body_bytes:
+                return await self._reply(scope, receive, send, 413, f"request body over {self.max_body_bytes} bytes")
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        if body and b"json" in headers.get(b"content-type", b"application/json"):
+            problem = _json_problem(body)
+            if problem is not None:
+                return await self._reply(scope, receive, send, 422, problem)
+        replayed = False
 
-        started = False
+        async def replay():
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
 
-        async def tracking_send(message):
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
+        await self.app(scope, replay, send)
 
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _BodyTooLarge:
-            if not started:
-                await self._too_large(scope, receive, send)
-
-    async def _too_large(self, scope, receive, send):
-        await JSONResponse({"detail": f"request body over {self.max_body_bytes} bytes"}, 413)(scope, receive, send)
-
-
-class _BodyTooLarge(Exception):
-    pass
+    async def _reply(self, scope, receive, send, status: int, detail: str):
+        await JSONResponse({"detail": detail}, status)(scope, receive, send)
 
 
 def create_app(prm: PRM, *, api_key: Optional[str] = None, max_body_bytes: int = 4_000_000, max_batch: int = 64,
