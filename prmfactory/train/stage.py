@@ -21,6 +21,7 @@ from typing import Any
 
 from prmfactory.config import dump_yaml
 from prmfactory.errors import UsageError
+from prmfactory.fileio import sha256_file
 from prmfactory.stages import Stage, StageContext, StageInput, StageReport
 from prmfactory.resources import require_model
 from prmfactory.store import Run, rerun_command
@@ -58,6 +59,7 @@ def load_training_data(path: Path, segmentation: str | None) -> TrainingData:
                                  f"`{rerun_command(stale[0]['stage'], path)}` first")
         rows = run.read("steps").to_pylist()
         filter_config = run.stage_configs().get("filter", {}).get("config", {})
+        # run.read verified every shard against the manifest's sha256: these are the hashes of the bytes read
         lineage = {"runs": [str(path.resolve())], "rule": filter_config.get("rule"), "filter": filter_config,
                    "shards": [{"file": s["file"], "rows": s["rows"], "sha256": s["sha256"]} for s in run.shards("steps")]}
         if "verdicts" in run.datasets():
@@ -78,7 +80,8 @@ def load_training_data(path: Path, segmentation: str | None) -> TrainingData:
             if missing:
                 raise UsageError(f"{file}: column {missing[0]!r}: missing (stepwise rows need {', '.join(REQUIRED_COLUMNS)})")
             rows += table.to_pylist()
-        lineage = {"files": [str(f.resolve()) for f in files], "rule": None}
+        lineage = {"files": [str(f.resolve()) for f in files], "rule": None,
+                   "shards": [{"file": str(f.resolve()), "rows": None, "sha256": sha256_file(f)} for f in files]}
         origin = path
     for index, row in enumerate(rows):
         for column in ("labels", "soft_labels"):
