@@ -2,9 +2,10 @@
 
 A stage declares its name, its config model, the datasets it reads (``requires``: those it cannot
 run without) and writes, and ``run(ctx) -> StageReport``. :func:`execute` owns everything around
-it, once for all stages: the writer lock, the log, the lineage checks, ``--force`` (the stage's
-outputs *and everything downstream of it* are discarded, and the report says what), the report
-file and the timing.
+it, once for all stages: the writer lock, the log, the checksum and lineage checks, ``--force``
+(the stage's outputs *and everything downstream of it* are discarded — set aside until the new
+outputs are committed, given back if the stage fails first — and the report says what), the
+report file and the timing.
 
 Lineage: every shard a stage commits through ``ctx`` records the input shards it was computed
 from. Before a stage runs, its own outputs whose inputs have changed are dropped and recomputed —
@@ -133,7 +134,7 @@ class Stage(ABC):
 
     def in_pipeline(self, root: Path, source: StageInput | None) -> tuple[Run, StageInput | None]:
         """Where the stage writes and what it reads from outside, as a step of a pipeline on run ``root``."""
-        return Run(root), source if self.name == "mcts" else None
+        return Run(root), None
 
     def begin(self, ctx: StageContext) -> None:
         """Check the inputs (checksums, lineage), refuse a conflicting rerun, apply ``--force``, drop stale outputs.

@@ -19,6 +19,7 @@ import json
 import logging
 import random
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any, Callable
 
 from prmfactory.answers import AnswerChecker
@@ -34,7 +35,7 @@ from prmfactory.search.montecarlo import search_mc
 from prmfactory.search.omegaprm import OmegaParams, search_omegaprm
 from prmfactory.search.outcome import SearchOutcome
 from prmfactory.search.rollouts import QuestionContext
-from prmfactory.stages import Stage, StageContext, StageReport
+from prmfactory.stages import Stage, StageContext, StageInput, StageReport
 from prmfactory.steps import Segmenter
 from prmfactory.store import CommitBuffer, Run
 
@@ -122,6 +123,9 @@ def commit_problems(commit: Callable[..., Any], run: Run, rows: list[dict[str, A
 
 class MctsStage(Stage, name="mcts", config=MctsConfig, reads=("problems",), writes=("problems", "nodes", "questions")):
     """problems file -> problems, nodes, questions."""
+
+    def in_pipeline(self, root: Path, source: StageInput | None) -> tuple[Run, StageInput | None]:
+        return Run(root), source  # the pipeline's --input
 
     def prepare(self, ctx: StageContext):
         if ctx.source is None:
