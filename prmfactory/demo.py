@@ -40,7 +40,7 @@ def rule_accuracy(run: Run, rule: str, folder: Path) -> dict[str, Any]:
     from prmfactory.toy.oracle import label_accuracy
 
     shutil.rmtree(folder, ignore_errors=True)
-    shutil.copytree(run.root, folder, ignore=shutil.ignore_patterns("steps", "rejected", ".lock", "prm", "*.tmp-*"))
+    shutil.copytree(run.root, folder, ignore=shutil.ignore_patterns(".lock", ".aside", "prm", "*.tmp-*"))
     report = execute("filter", Run(folder), FilterConfig(rule=rule, quiet=True), force=True)
     return {**label_accuracy(Run(folder).read("steps").to_pylist()), "keep_rate": report.details["keep_rate"]}
 

@@ -404,7 +404,8 @@ class Run:
             for shard in entry["shards"]:
                 target = self.aside_path / shard["file"]
                 target.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(self.root / shard["file"], target)
+                with contextlib.suppress(FileNotFoundError):  # already gone: nothing to keep
+                    os.replace(self.root / shard["file"], target)
         return {d: len(entry["shards"]) for d, entry in aside.items()}
 
     def restore_aside(self) -> bool:
