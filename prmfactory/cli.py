@@ -247,7 +247,7 @@ def eval_processbench(
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for metrics.json, metrics.md, metrics.png.")],
     prm: PrmOpt = None,
     predictions: Annotated[Optional[Path], typer.Option(help="JSONL of {id, step_scores} or {id, prediction}.", exists=True, dir_okay=False)] = None,
-    threshold: Annotated[float, typer.Option(help="A step scored below it is the predicted first error.")] = 0.5,
+    threshold: Annotated[float, typer.Option(min=0.0, max=1.0, help="A step scored below it is the predicted first error.")] = 0.5,
     backend: BackendOpt = "transformers",
     quiet: opt.QuietOpt = False,
 ) -> None:
@@ -276,8 +276,8 @@ def eval_bon(
     candidates: Annotated[Optional[Path], typer.Option(help="candidates.jsonl of an earlier bon run: rerank it instead of sampling.", exists=True, dir_okay=False)] = None,
     samples: Annotated[int, typer.Option(min=1, help="N: solutions sampled per problem.")] = 16,
     policy: Annotated[str, typer.Option(help="Policy model id or local path (`toy` for the toy policy).")] = "toy",
-    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 0.8,
-    max_new_tokens: Annotated[int, typer.Option(help="Longest solution in tokens.")] = 512,
+    temperature: Annotated[float, opt.TemperatureOption] = 0.8,
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="Longest solution in tokens.")] = 512,
     backend: BackendOpt = "transformers",
     input_format: opt.FormatOpt = "auto",
     limit: opt.LimitOpt = None,
@@ -524,7 +524,7 @@ def toy_processbench(
     output: Annotated[Path, typer.Option("--output", "-o", help="JSONL file of ProcessBench records to write.")],
     split: Annotated[str, typer.Option(help="Problems from the train or test split.")] = "test",
     policy: Annotated[str, typer.Option(help="Policy that writes the solutions.")] = "toy",
-    temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 1.0,
+    temperature: Annotated[float, opt.TemperatureOption] = 1.0,
     seed: Annotated[int, typer.Option(help="Problem generator and engine seed.")] = 0,
     quiet: opt.QuietOpt = False,
 ) -> None:

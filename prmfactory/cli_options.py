@@ -26,6 +26,7 @@ SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Random seed (eng
 ForceOpt = Annotated[bool, typer.Option("--force", help="Discard this stage's outputs and everything computed from them, and rerun.")]
 SkipInvalidOpt = Annotated[bool, typer.Option("--skip-invalid", help="Process valid lines; write bad ones to RUN/rejects.jsonl.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+TemperatureOption = typer.Option(min=0.0, max=100.0, help="Sampling temperature (finite, 0 = greedy).")
 CONFIG_SHORT_NAMES = {"quiet": "-q"}
 
 

@@ -339,3 +339,17 @@ def test_publish_dry_run_onto_a_file(run_copy, tmp_path):
 def test_serve_refuses_bad_settings_before_loading_anything(tmp_path, args, message):
     result = invoke("serve", "--prm", tmp_path, *args)
     assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output, result.output
+
+
+@pytest.mark.parametrize("args", [
+    ["eval", "bon", "--prm", ".", "--output", "out", "--input", "x.jsonl", "--temperature", "inf"],
+    ["eval", "processbench", "--data", ".", "--output", "out", "--predictions", "p.jsonl", "--threshold", "nan"],
+    ["toy", "processbench", "--n", "3", "--output", "out.jsonl", "--temperature", "-1"],
+])
+def test_numbers_of_the_other_commands_are_bounded_too(tmp_path, monkeypatch, args):
+    monkeypatch.chdir(tmp_path)
+    for name in ("x.jsonl", "p.jsonl"):
+        (tmp_path / name).write_text("{}\n")
+    result = invoke(*args)
+    assert result.exit_code == 2 and "Invalid value" in result.output and "Traceback" not in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.jsonl", "x.jsonl"]
