@@ -353,3 +353,31 @@ def test_numbers_of_the_other_commands_are_bounded_too(tmp_path, monkeypatch, ar
     result = invoke(*args)
     assert result.exit_code == 2 and "Invalid value" in result.output and "Traceback" not in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.jsonl", "x.jsonl"]
+
+
+def test_a_read_only_output_is_one_line(tmp_path, built_run, monkeypatch):
+    """Root ignores permission bits, so the refusal a read-only disk gives is raised where the run is made."""
+    real_mkdir = Path.mkdir
+
+    def read_only(self, *args, **kwargs):
+        if str(self).startswith(str(tmp_path / "ro")):
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    result = invoke("mcts", "--input", built_run.parent / "problems.jsonl", "--output", tmp_path / "ro" / "run",
+                    "--policy", "toy")
+    assert_one_line_error(result, 2, str(tmp_path / "ro" / "run"), "Permission denied")
+
+
+@pytest.mark.parametrize("content, message", [
+    (json.dumps(dict(PB_GOOD, id=["a"])) + "\n", "field 'id'"),
+    (b"\xff" + json.dumps(PB_GOOD).encode() + b"\n", ":1: not valid UTF-8"),
+])
+def test_eval_processbench_data_is_checked_like_verify(tmp_path, content, message):
+    data = tmp_path / "split.jsonl"
+    data.write_bytes(content if isinstance(content, bytes) else content.encode())
+    predictions = tmp_path / "p.jsonl"
+    predictions.write_text('{"id": "a", "prediction": 1}\n')
+    result = invoke("eval", "processbench", "--data", data, "--predictions", predictions, "--output", tmp_path / "out")
+    assert_one_line_error(result, 2, str(data), message)
