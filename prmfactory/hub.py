@@ -93,7 +93,7 @@ def build_folder(run: Run, folder: Path, repo_id: str, license: str = "unknown")
     context = card_context(run, repo_id, license)
     files: dict[str, int] = collections.Counter()
     for name in context["configs"]:
-        paths = run.shard_paths(name)
+        paths = run.shard_paths(name)  # checked: a damaged shard is never published
         target = folder / "data" / name
         target.mkdir(parents=True, exist_ok=True)
         for index, path in enumerate(paths):

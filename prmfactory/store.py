@@ -147,7 +147,8 @@ class Run:
         return list(self.manifest()["datasets"].get(dataset, {}).get("shards", []))
 
     def shard_paths(self, dataset: str) -> list[Path]:
-        return [self.root / s["file"] for s in self.shards(dataset)]
+        """The committed shards' files, each checked against its sha256 (see :meth:`verify_shard`)."""
+        return [self.verify_shard(dataset, s) for s in self.shards(dataset)]
 
     def committed_ids(self, dataset: str) -> set[str]:
         """Question ids that have committed rows in ``dataset`` — the resume ledger."""
@@ -252,7 +253,7 @@ class Run:
 
         con = duckdb.connect()
         for name in schemas.names():
-            files = [str(self.verify_shard(name, shard)) for shard in self.shards(name)]
+            files = [str(p) for p in self.shard_paths(name)]
             if files:
                 listing = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
                 con.execute(f'CREATE VIEW "{name}" AS SELECT * FROM read_parquet([{listing}])')

@@ -381,3 +381,10 @@ def test_eval_processbench_data_is_checked_like_verify(tmp_path, content, messag
     predictions.write_text('{"id": "a", "prediction": 1}\n')
     result = invoke("eval", "processbench", "--data", data, "--predictions", predictions, "--output", tmp_path / "out")
     assert_one_line_error(result, 2, str(data), message)
+
+
+def test_a_damaged_shard_is_never_published(run_copy, tmp_path):
+    shard = run_copy.root / run_copy.shards("nodes")[0]["file"]
+    flip_a_bit(shard)
+    result = invoke("publish", "--run", run_copy.root, "--repo-id", "org/name", "--dry-run", tmp_path / "out")
+    assert_one_line_error(result, 1, str(shard), "nodes shard is damaged")
