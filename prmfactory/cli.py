@@ -388,7 +388,7 @@ def run_pipeline(
 
     _check_format(input_format)
     run_stages(pipeline, StageInput(input, input_format), output, force=force,
-               on_stage=lambda name, report: _print_report(output, report))
+               on_stage=lambda name, report, folder: _print_report(folder, report))
     from prmfactory.progress import console
 
     console.print(f"pipeline {pipeline} done; inspect with `prmfactory stats {output}`")
@@ -406,7 +406,7 @@ def demo(
     from prmfactory.progress import console
 
     report = run_demo(output, SIZES["quick" if quick else "full"], quiet=quiet,
-                      on_stage=lambda name, stage_report: _print_report(output / "run", stage_report))
+                      on_stage=lambda name, stage_report, folder: _print_report(folder, stage_report))
     console.print_json(json.dumps(report["headline"]))
     for name, path in report["artefacts"].items():
         console.print(f"{name}: {path}")

@@ -85,7 +85,7 @@ def _markdown(report: dict[str, Any]) -> str:
 
 
 def run_demo(output: Path, size: DemoSize, *, quiet: bool = False,
-             on_stage: Optional[Callable[[str, Any], None]] = None) -> dict[str, Any]:
+             on_stage: Optional[Callable[[str, Any, Path], None]] = None) -> dict[str, Any]:
     """Run (or resume) the demo in ``output``; returns the report that ``report.json`` holds."""
     from prmfactory.eval.best_of_n import evaluate_bon
     from prmfactory.eval.processbench import evaluate_prm

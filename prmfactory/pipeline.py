@@ -34,12 +34,15 @@ def load_pipeline(path: Path) -> list[tuple[str, StageConfig]]:
 
 
 def run_pipeline(path: Path, source: StageInput, output: Path, *, force: bool = False,
-                 on_stage: Callable[[str, StageReport], None] | None = None) -> dict[str, StageReport]:
-    """Run every stage of ``path`` in order on ``output``; returns each stage's report."""
+                 on_stage: Callable[[str, StageReport, Path], None] | None = None) -> dict[str, StageReport]:
+    """Run every stage of ``path`` in order on ``output``; returns each stage's report.
+
+    ``on_stage(name, report, folder)`` is called after each stage with the folder it wrote
+    (the run, or the PRM folder inside it for train-prm)."""
     reports = {}
     for name, config in load_pipeline(path):
         run, stage_source = get_stage(name).in_pipeline(output, source)
         reports[name] = execute(name, run, config, force=force, source=stage_source)
         if on_stage is not None:
-            on_stage(name, reports[name])
+            on_stage(name, reports[name], run.root)
     return reports
