@@ -19,11 +19,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from prmfactory.demo import rule_accuracy
+from prmfactory.demo import RULES, rule_accuracy
 from prmfactory.store import Run
 
 CLI = [sys.executable, "-c", "from prmfactory.cli import main; main()"]
-RULES = ("mc", "consensus", "hybrid", "rpe")
 
 
 def stage(*args: str) -> None:

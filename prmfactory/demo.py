@@ -19,7 +19,7 @@ from typing import Any, Callable, Optional
 from prmfactory.fileio import atomic_write_text
 from prmfactory.store import Run
 
-RULES = ("mc", "consensus", "hybrid", "rpe")
+RULES = ("mc", "consensus", "hybrid", "rpe", "grounded")
 
 
 @dataclass(frozen=True)

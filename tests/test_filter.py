@@ -138,3 +138,28 @@ def test_balance_keeps_equal_positive_and_negative_rows(labelled_run):
     report = execute("filter", labelled_run, FilterConfig(rule="mc", balance=True, quiet=True))
     labels = [all(r["labels"]) for r in labelled_run.read("steps").to_pylist()]
     assert labels.count(True) == labels.count(False) == 1 and report.rows_out == 2
+
+
+def test_grounded_trusts_the_tool_where_it_has_a_verdict_and_mc_elsewhere():
+    from prmfactory.filter.rules import grounded_labels
+
+    # the tool proves step 1 correct although every rollout from it failed (a weak policy), and step 2 wrong
+    tool = path([0.5, 0.0, 0.0, 0.0])
+    tool.tool = ["unverifiable", "correct", "incorrect", "correct"]
+    assert grounded_labels(tool).labels == [True, True, False]
+    # no verdict anywhere: the mc rule, MC = 0 is the first error
+    plain = path([0.5, 0.0, 0.0])
+    plain.tool = [None, None, None]
+    assert grounded_labels(plain).labels == [True, False] and first_error(mc_labels(plain).labels) == 1
+    # nothing decides the first step: the path is dropped with a slug
+    undecided = path([None, None, 0.0])
+    undecided.tool = ["unverifiable", None, None]
+    assert grounded_labels(undecided).keep is False and grounded_labels(undecided).reason == "no_decisive_estimate"
+
+
+def test_dedupe_runs_after_the_truncation_that_makes_rows_identical(labelled_run):
+    report = execute("filter", labelled_run, FilterConfig(rule="mc", quiet=True))
+    names = [entry["filter"] for entry in report.details["filters"]]
+    assert names.index("drop_after_first_error") < names.index("dedupe")
+    rows = [(r["question_id"], tuple(r["completions"]), tuple(r["labels"])) for r in labelled_run.read("steps").to_pylist()]
+    assert len(rows) == len(set(rows))

@@ -13,7 +13,8 @@ from prmfactory.filter.rules import HybridWeights
 class FilterConfig(StageConfig):
     """``prmfactory filter``: the label rule and the filters, in the order they run."""
 
-    rule: Literal["mc", "consensus", "hybrid", "rpe"] = Field("mc", description="Label rule (prmfactory/filter/rules.py).")
+    rule: Literal["mc", "consensus", "hybrid", "rpe", "grounded"] = Field(
+        "mc", description="Label rule (prmfactory/filter/rules.py).")
     hybrid_weights: dict[str, float] = Field(
         default_factory=lambda: dict(vars(HybridWeights())),
         description="hybrid: weights of the mc, judge, tool and outcome signals.")

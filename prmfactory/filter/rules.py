@@ -130,3 +130,34 @@ def rpe_labels(path: PathEvidence, epsilon: float = 0.8) -> Labels:
     if not labels:
         return Labels([], [], False, "no_root_mc")
     return Labels(_monotone(labels), soft)
+
+
+def grounded_labels(path: PathEvidence) -> Labels:
+    """Tool-grounded labels (after GroundedPRM, Zhang et al. 2025): the tool where it has a verdict, MC elsewhere.
+
+    Step by step, in order: a step the tool proves ``incorrect`` is the first error (its negatives
+    are exact: arithmetic, and the final answer against the reference); a step whose claims it
+    proves ``correct`` is correct, whatever its MC value — with a weak policy every rollout fails
+    from many correct prefixes, so MC = 0 there is noise; where the tool has no verdict
+    (``unverifiable``: on real data most reasoning steps) the ``mc`` rule decides, and a step
+    nothing decides ends the labelled path. Measured against the toy oracle in BENCHMARKS.md
+    ("Label quality"): a correct verdict is wrong only where a right computation uses a wrong
+    quantity. Soft labels: 1 / 0 where the tool decided, else the MC value.
+    """
+    mc = mc_labels(path)
+    labels: list[bool] = []
+    soft: list[float] = []
+    for index, verdict in enumerate(path.tool):
+        if verdict in ("incorrect", "correct"):
+            labels.append(verdict == "correct")
+            soft.append(float(verdict == "correct"))
+        elif index < len(mc.labels):
+            labels.append(mc.labels[index])
+            soft.append(mc.soft[index])
+        else:
+            break  # nothing decides this step
+        if not labels[-1]:
+            break
+    if not labels:
+        return Labels([], [], False, "no_decisive_estimate")
+    return Labels(labels, soft)

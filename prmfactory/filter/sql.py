@@ -20,11 +20,12 @@ def _truncate_after_first_error(_: object) -> str:
 
 
 FILTERS: dict[str, Callable[[object], str]] = {
-    # identical step sequences of one question: keep the first
-    "dedupe": lambda _: ("SELECT * FROM rows QUALIFY row_number() OVER "
-                         "(PARTITION BY question_id, completions ORDER BY source_node_ids[-1]) = 1"),
     # steps after the first wrong one carry no information of their own
     "drop_after_first_error": _truncate_after_first_error,
+    # identical (step sequence, labels) rows of one question: keep the first; after the truncation,
+    # which makes many paths that share a wrong prefix identical
+    "dedupe": lambda _: ("SELECT * FROM rows QUALIFY row_number() OVER "
+                         "(PARTITION BY question_id, completions, labels ORDER BY source_node_ids[-1]) = 1"),
     # every intermediate estimate rests on at least N rollouts (the last step is the answer itself)
     "min_rollouts": lambda n: (f"SELECT * FROM rows WHERE NOT list_bool_or(list_transform("
                                f"list_slice(mc_rollouts, 1, len(mc_rollouts) - 1), lambda r: r > 0 AND r < {int(n)}))"

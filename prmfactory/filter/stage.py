@@ -20,8 +20,8 @@ import pyarrow as pa
 
 from prmfactory import schemas
 from prmfactory.filter.config import FilterConfig
-from prmfactory.filter.rules import (HybridWeights, Labels, PathEvidence, consensus_labels, hybrid_labels, mc_labels,
-                                     rpe_labels)
+from prmfactory.filter.rules import (HybridWeights, Labels, PathEvidence, consensus_labels, grounded_labels,
+                                     hybrid_labels, mc_labels, rpe_labels)
 from prmfactory.filter.sql import FILTERS
 from prmfactory.rows import RejectedRow, StepsRow
 from prmfactory.stages import Stage, StageContext, StageReport
@@ -38,7 +38,7 @@ def _rule(config: FilterConfig):
         return lambda path: hybrid_labels(path, weights)
     if config.rule == "rpe":
         return lambda path: rpe_labels(path, config.rpe_epsilon)
-    return {"mc": mc_labels, "consensus": consensus_labels}[config.rule]
+    return {"mc": mc_labels, "consensus": consensus_labels, "grounded": grounded_labels}[config.rule]
 
 
 def collect_paths(run: Run) -> list[PathEvidence]:
