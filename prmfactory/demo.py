@@ -59,11 +59,31 @@ def _plot_rules(rules: dict[str, dict[str, Any]], path: Path) -> None:
         axis.legend(fontsize=7)
 
 
+GOALS = {"label_f1": 0.95, "label_keep_rate": 0.5, "prm_processbench_f1": 0.6, "best_of_n_over_majority": 0.05}
+
+
+def _goals_table(report: dict[str, Any]) -> list[str]:
+    """The three numbers that say whether the factory works, against their goals, first in the report."""
+    head, n = report["headline"], report["bon"]["samples"]
+    margin = head[f"prm_best_of_{n}"] - head[f"majority_at_{n}"]
+    rows = [("step-label F1 against the oracle (demo rule, distinct rows)", head["label_f1"], f"≥ {GOALS['label_f1']}",
+             head["label_f1"] >= GOALS["label_f1"]),
+            ("keep-rate of that rule", report["rules"][head["rule"]]["keep_rate"], f"≥ {GOALS['label_keep_rate']}",
+             report["rules"][head["rule"]]["keep_rate"] >= GOALS["label_keep_rate"]),
+            ("PRM F1, toy ProcessBench protocol (threshold 0.5)", head["prm_processbench_f1"],
+             f"≥ {GOALS['prm_processbench_f1']}", head["prm_processbench_f1"] >= GOALS["prm_processbench_f1"]),
+            (f"PRM Best-of-{n} minus majority@{n}", round(margin, 3), f"≥ +{GOALS['best_of_n_over_majority']}",
+             margin >= GOALS["best_of_n_over_majority"])]
+    return ["| headline | measured | goal | met |", "|---|---:|---:|---|"] + [
+        f"| {name} | {value} | {goal} | {'yes' if met else '**no**'} |" for name, value, goal, met in rows]
+
+
 def _markdown(report: dict[str, Any]) -> str:
     head = report["headline"]
     lines = ["# prmfactory demo", "",
              f"{head['train_problems']} toy problems searched (OmegaPRM, toy policy), verified (sympy), judged (toy judge, "
              f"3 votes) and labelled; a discriminative PRM trained on the `{head['rule']}` labels; everything offline.", "",
+             *_goals_table(report), "",
              "## Step labels against the oracle", "", "![labels](labels.png)", "",
              "| rule | rows | labels | acc_err | acc_cor | F1 | keep-rate |", "|---|---:|---:|---:|---:|---:|---:|"]
     for rule, r in report["rules"].items():
