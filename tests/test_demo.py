@@ -17,12 +17,13 @@ def test_quick_demo_runs_end_to_end_and_a_rerun_reuses_everything(tmp_path):
     saved = json.loads((output / "report.json").read_text())
     for name, path in saved["artefacts"].items():
         assert Path(path).exists(), name
-    assert set(saved["rules"]) == {"mc", "consensus", "hybrid", "rpe"}
+    assert set(saved["rules"]) == {"mc", "consensus", "hybrid", "rpe", "grounded"}
     assert saved["processbench"]["splits"]["toy"]["n"] == SIZES["quick"].test_solutions
     assert saved["bon"]["problems"] == SIZES["quick"].bon_problems and saved["bon"]["samples"] == SIZES["quick"].bon_samples
     assert 0 <= report["headline"]["prm_processbench_f1"] <= 1
     markdown = (output / "report.md").read_text()
     assert "labels.png" in markdown and "eval-bon/bon.png" in markdown and (output / "labels.png").exists()
+    assert markdown.index("| headline | measured | goal | met |") < markdown.index("## Step labels")
     card = (output / "run" / "prm" / "README.md").read_text()
     assert "processbench:processbench" in card and "best_of_4" in card
 
