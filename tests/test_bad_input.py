@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from prmfactory.cli import app
 from prmfactory.filter.config import FilterConfig
 from prmfactory.judge.config import JudgeConfig
-from prmfactory.stages import StageInput, execute
+from prmfactory.stages import execute
 from prmfactory.store import Run
 from prmfactory.verify.config import VerifyConfig
 from tests.scripted_engine import ScriptedEngine
