@@ -32,3 +32,13 @@ def test_threshold_protocol_and_prediction_file(tmp_path):
     path.write_text('{"id": "x", "step_scores": "high"}\n')
     with pytest.raises(UsageError, match=":1: field 'step_scores'"):
         read_predictions(path, splits)
+
+
+def test_threshold_calibration_picks_the_best_dev_threshold(tmp_path):
+    from prmfactory.eval.processbench import calibrate_threshold
+
+    splits = {"dev": [{"id": "a", "steps": ["x", "y"], "label": 1}, {"id": "b", "steps": ["x", "y"], "label": -1}]}
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"id": "a", "step_scores": [0.9, 0.3]}\n{"id": "b", "step_scores": [0.9, 0.4]}\n')
+    threshold, f1 = calibrate_threshold(splits, path)  # below 0.3 flags neither, above 0.4 flags both
+    assert 0.3 < threshold <= 0.4 and f1 == 1.0

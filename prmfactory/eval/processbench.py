@@ -174,6 +174,20 @@ def read_predictions(path: Path, splits: Mapping[str, Sequence[dict[str, Any]]],
     return predictions
 
 
+THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(1, 20))
+
+
+def calibrate_threshold(splits: Mapping[str, Sequence[dict[str, Any]]], predictions: Path) -> tuple[float, float]:
+    """The threshold (of :data:`THRESHOLDS`) with the best average F1 on ``splits`` and that F1.
+
+    ``splits`` must be a dev set, never the one reported: ProcessBench picks a scalar PRM's
+    threshold on one split and reports the others with it. Ties go to the threshold nearest 0.5.
+    """
+    scored = {t: metrics(splits, read_predictions(predictions, splits, t))["average_f1"] for t in THRESHOLDS}
+    best = max(THRESHOLDS, key=lambda t: (scored[t], -abs(t - 0.5)))
+    return best, scored[best]
+
+
 def score_splits(prm, splits: Mapping[str, Sequence[dict[str, Any]]], output: Path, threshold: float = 0.5,
                  *, quiet: bool = False) -> dict[Any, int]:
     """Score every record with a PRM; write ``predictions.jsonl`` (id, split, step_scores, prediction)."""
