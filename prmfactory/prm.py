@@ -48,9 +48,11 @@ class StepReward:
     reward: float
 
 
-def first_below(scores: Sequence[float], threshold: float = 0.5) -> int:
-    """The ProcessBench prediction from step scores: the first step scored below the threshold, else −1."""
-    return next((i for i, score in enumerate(scores) if score < threshold), -1)
+def first_below(scores: Sequence[float | None], threshold: float = 0.5) -> int:
+    """The ProcessBench prediction from step scores: the first step scored below the threshold, else −1.
+
+    An unscored step (None, or NaN: cut off by the length limit) is never the first error."""
+    return next((i for i, score in enumerate(scores) if score is not None and score < threshold), -1)
 
 
 def step_reward(scores: Sequence[float], how: str = "min", threshold: float = 0.5) -> StepReward:

@@ -233,7 +233,8 @@ def test_bad_processbench_files(tmp_path, content, message):
     ('{"id": "a", "prediction": 1}\n{"id": "a", "prediction": 0}', ":2: field 'id': a second prediction"),
     ('{"id": "zzz", "prediction": 1}', "'zzz' is not a record of the data"),
     ('{"id": "a", "prediction": true}', "field 'prediction'"),
-    ('{"id": "a", "prediction": 1, "step_scores": [0.1, 0.2]}', "exactly one of"),
+    ('{"id": "a"}', "give 'step_scores' or 'prediction'"),
+    ('{"id": "a", "step_scores": [0.9, "x"]}', "field 'step_scores.1'"),
 ])
 def test_bad_prediction_files(tmp_path, line, message):
     data = tmp_path / "split.jsonl"

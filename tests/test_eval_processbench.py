@@ -42,3 +42,11 @@ def test_threshold_calibration_picks_the_best_dev_threshold(tmp_path):
     path.write_text('{"id": "a", "step_scores": [0.9, 0.3]}\n{"id": "b", "step_scores": [0.9, 0.4]}\n')
     threshold, f1 = calibrate_threshold(splits, path)  # below 0.3 flags neither, above 0.4 flags both
     assert 0.3 < threshold <= 0.4 and f1 == 1.0
+
+
+def test_a_predictions_file_as_the_scorer_writes_it_reads_back(tmp_path):
+    splits = {"s": [{"id": "a", "steps": ["x", "y", "z"], "label": 1}]}
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"id": "a", "split": "s", "step_scores": [0.9, 0.3, null], "prediction": 1}\n')
+    assert read_predictions(path, splits, threshold=0.5) == {"a": 1}
+    assert read_predictions(path, splits, threshold=0.2) == {"a": -1}  # the scores decide; null is never an error

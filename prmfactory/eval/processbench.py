@@ -10,6 +10,7 @@ harmonic mean (F1); ``average_f1`` is the mean F1 over the splits.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Annotated, Any, Iterator, Mapping, Optional, Sequence, Union
 
@@ -128,18 +129,20 @@ def metrics(splits: Mapping[str, Sequence[dict[str, Any]]], predictions: Mapping
 
 
 class PredictionRecord(BaseModel):
-    """A line of a predictions file: the predicted first wrong step, or a score per step (finite, 0-1)."""
+    """A line of a predictions file: a score per step (finite, 0-1; ``null`` for a step the PRM could not
+    score, e.g. cut off by its length limit, which is never the first error), or the predicted first
+    wrong step. With both, the scores decide (the threshold applies to them)."""
 
     model_config = ConfigDict(extra="allow", strict=True, allow_inf_nan=False)
 
     id: Union[str, int]
     prediction: Optional[int] = None
-    step_scores: Optional[list[Annotated[float, Field(ge=0, le=1)]]] = None
+    step_scores: Optional[list[Optional[Annotated[float, Field(ge=0, le=1)]]]] = None
 
     @model_validator(mode="after")
     def _one_of_them(self) -> "PredictionRecord":
-        if (self.prediction is None) == (self.step_scores is None):
-            raise ValueError("give exactly one of 'prediction' and 'step_scores'")
+        if self.prediction is None and self.step_scores is None:
+            raise ValueError("give 'step_scores' or 'prediction'")
         return self
 
 
@@ -202,7 +205,8 @@ def score_splits(prm, splits: Mapping[str, Sequence[dict[str, Any]]], output: Pa
     lines, predictions = [], {}
     for (name, record), step_scores in zip(records, scores):
         predictions[record["id"]] = first_below(step_scores, threshold)
-        lines.append(json.dumps({"id": record["id"], "split": name, "step_scores": step_scores,
+        lines.append(json.dumps({"id": record["id"], "split": name,
+                                 "step_scores": [None if math.isnan(s) else s for s in step_scores],
                                  "prediction": predictions[record["id"]]}))
     output.mkdir(parents=True, exist_ok=True)
     atomic_write_text(output / "predictions.jsonl", "\n".join(lines) + "\n")
