@@ -163,3 +163,10 @@ def test_dedupe_runs_after_the_truncation_that_makes_rows_identical(labelled_run
     assert names.index("drop_after_first_error") < names.index("dedupe")
     rows = [(r["question_id"], tuple(r["completions"]), tuple(r["labels"])) for r in labelled_run.read("steps").to_pylist()]
     assert len(rows) == len(set(rows))
+
+
+def test_a_report_of_an_older_version_makes_filter_recompute(labelled_run):
+    execute("filter", labelled_run, FilterConfig(rule="mc", quiet=True))
+    (labelled_run.root / "reports" / "filter.json").write_text('{"stage": "filter", "solutions": 4, "rule_kept": 4}')
+    again = execute("filter", labelled_run, FilterConfig(rule="mc", quiet=True))
+    assert not again.already_done and again.rows_out == labelled_run.read("steps").num_rows > 0

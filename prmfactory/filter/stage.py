@@ -17,6 +17,7 @@ from collections import Counter
 from typing import Any
 
 import pyarrow as pa
+from pydantic import ValidationError
 
 from prmfactory import schemas
 from prmfactory.filter.config import FilterConfig
@@ -129,9 +130,14 @@ class FilterStage(Stage, name="filter", config=FilterConfig, reads=("problems", 
     def run(self, ctx: StageContext) -> StageReport:
         run, config = ctx.run, ctx.config
         if run.shards("steps"):
-            ctx.log.info("filter: steps already written from these inputs with this config; nothing to do")
-            previous = run.read_report("filter") or {"stage": "filter"}
-            return StageReport(**{**previous, "already_done": True, "discarded": {}})
+            try:
+                previous = StageReport.model_validate({**(run.read_report("filter") or {"stage": "filter"}),
+                                                       "already_done": True, "discarded": {}})
+            except ValidationError:  # a report of an older prmfactory: recompute rather than guess
+                run.drop_shards([s for d in self.writes for s in run.shards(d)])
+            else:
+                ctx.log.info("filter: steps already written from these inputs with this config; nothing to do")
+                return previous
         report = ctx.report
         paths = collect_paths(run)
         rule = _rule(config)
