@@ -123,7 +123,7 @@ class Run:
         if self.root.exists() and not self.root.is_dir():
             raise UsageError(f"{self.root}: not a folder")
         if self.root.is_dir() and not self.exists():
-            ours = {".lock", "log.txt", "run.yaml", "reports"}
+            ours = {".lock", "log.txt", "run.yaml", "reports", "rejects.jsonl"}  # what a run has before its first commit
             foreign = sorted(p.name for p in self.root.iterdir() if p.name not in ours)
             if foreign:
                 raise UsageError(f"{self.root}: not empty and not a prmfactory run (no manifest.json; it holds "
