@@ -53,9 +53,14 @@ def field_json(value: Any) -> Any:
     return TypeAdapter(Any).dump_python(value, mode="json")
 
 
-def _format_validation_error(exc: ValidationError, where: str) -> str:
+def format_validation_error(exc: ValidationError, where: str, flat_model: type[BaseModel] | None = None) -> str:
+    """``where: field 'name': reason`` for the first error of ``exc``.
+
+    With ``flat_model`` (a model without nested sections), the location keeps only its field names
+    and list indices, dropping the member tags pydantic adds under a union (``id.str``)."""
     first = exc.errors()[0]
-    field = ".".join(str(p) for p in first["loc"]) or "(root)"
+    loc = [p for p in first["loc"] if flat_model is None or isinstance(p, int) or p in flat_model.model_fields]
+    field = ".".join(str(p) for p in loc) or "(root)"
     more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
     return f"{where}: field {field!r}: {first['msg']}{more}"
 
@@ -101,7 +106,7 @@ def build_config(cls: type[ConfigT], stage: str, config_file: Path | None, flags
         return cls(**values)
     except ValidationError as exc:
         where = str(config_file) if config_file else f"{stage} flags"
-        raise UsageError(_format_validation_error(exc, where)) from exc
+        raise UsageError(format_validation_error(exc, where)) from exc
 
 
 def merge(base: dict[str, Any], overrides: dict[str, Any]) -> None:

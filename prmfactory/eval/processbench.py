@@ -16,6 +16,7 @@ from typing import Annotated, Any, Iterator, Mapping, Optional, Sequence, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from prmfactory.config import format_validation_error
 from prmfactory.errors import UsageError
 from prmfactory.prm import first_below
 
@@ -43,7 +44,8 @@ def _records(file: Path) -> Iterator[tuple[str, Any]]:
     from prmfactory.inputs import jsonl_records
 
     try:
-        head = file.read_bytes()[:4096].lstrip()
+        with open(file, "rb") as handle:
+            head = handle.read(4096).lstrip()
     except OSError as exc:
         raise UsageError(f"{file}: cannot read: {exc.strerror}") from exc
     if not head.startswith(b"["):
@@ -59,13 +61,6 @@ def _records(file: Path) -> Iterator[tuple[str, Any]]:
         raise UsageError(f"{file}: JSON nested too deeply") from exc
     for index, record in enumerate(records):
         yield f"{file}: record {index}", record
-
-
-def _field_error(where: str, exc: ValidationError, model: type[BaseModel]) -> UsageError:
-    """A validation error as ``where: field 'name': reason`` (list indices kept, union-member tags dropped)."""
-    first = exc.errors()[0]
-    field = ".".join(str(p) for p in first["loc"] if isinstance(p, int) or p in model.model_fields) or "(record)"
-    return UsageError(f"{where}: field {field!r}: {first['msg']}")
 
 
 def load_splits(path: Path) -> dict[str, list[dict[str, Any]]]:
@@ -87,7 +82,7 @@ def load_splits(path: Path) -> dict[str, list[dict[str, Any]]]:
             try:
                 record = ProcessBenchRecord.model_validate(raw).model_dump()
             except ValidationError as exc:
-                raise _field_error(where, exc, ProcessBenchRecord) from exc
+                raise UsageError(format_validation_error(exc, where, ProcessBenchRecord)) from exc
             if record["id"] in first_seen:
                 raise UsageError(f"{where}: field 'id': duplicate id {record['id']!r} (first in {first_seen[record['id']]})")
             first_seen[record["id"]] = where
@@ -159,7 +154,7 @@ def read_predictions(path: Path, splits: Mapping[str, Sequence[dict[str, Any]]],
         try:
             record = PredictionRecord.model_validate(raw)
         except ValidationError as exc:
-            raise _field_error(where, exc, PredictionRecord) from exc
+            raise UsageError(format_validation_error(exc, where, PredictionRecord)) from exc
         if record.id not in steps:
             raise UsageError(f"{where}: field 'id': {record.id!r} is not a record of the data")
         if record.id in predictions:
