@@ -105,7 +105,7 @@ BaseUrlOpt = Annotated[Optional[str], typer.Option(help="Use an OpenAI-compatibl
                                                          "(sets engine.backend=openai, engine.base_url).")]
 
 
-@opt.stage_command(app, handled, "mcts", "mcts", [
+@opt.stage_command(app, handled, "mcts", [
     opt.parameter("input", opt.InputOpt, inspect.Parameter.empty), opt.parameter("output", opt.OutputRunOpt, inspect.Parameter.empty),
     opt.parameter("input_format", opt.FormatOpt, "auto"), opt.parameter("skip_invalid", opt.SkipInvalidOpt, False),
     opt.parameter("base_url", BaseUrlOpt), opt.parameter("force", opt.ForceOpt, False)],
@@ -151,7 +151,7 @@ ProcessBenchOpt = Annotated[Optional[Path], typer.Option(help="ProcessBench-form
 VerifyOutputOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="Output folder for --processbench.")]
 
 
-@opt.stage_command(app, handled, "verify", "verify", [
+@opt.stage_command(app, handled, "verify", [
     opt.parameter("run", VerifyRunOpt), opt.parameter("processbench", ProcessBenchOpt), opt.parameter("output", VerifyOutputOpt),
     opt.parameter("force", opt.ForceOpt, False)],
     "Check each step's arithmetic and algebra exactly (sympy) and final answers (math-verify).")
@@ -183,7 +183,7 @@ def _run_stage(stage: str, run: Path, config, force: bool):
     return report
 
 
-@opt.stage_command(app, handled, "judge", "judge", [
+@opt.stage_command(app, handled, "judge", [
     opt.parameter("run", opt.RunOpt, inspect.Parameter.empty), opt.parameter("base_url", BaseUrlOpt),
     opt.parameter("force", opt.ForceOpt, False)],
     "Grade each complete solution with an LLM judge, with majority votes over samples.")
@@ -191,9 +191,9 @@ def _judge(given: dict[str, Any], build: Callable) -> None:
     _run_stage("judge", given["run"], build(_engine_flags(given["base_url"])), given["force"])
 
 
-@opt.stage_command(app, handled, "filter", "filter", [opt.parameter("run", opt.RunOpt, inspect.Parameter.empty),
-                                    opt.parameter("force", opt.ForceOpt, False)],
-               "Fuse MC values, tool verdicts and judge votes into step labels; filter with SQL; write training shards.")
+@opt.stage_command(app, handled, "filter", [
+    opt.parameter("run", opt.RunOpt, inspect.Parameter.empty), opt.parameter("force", opt.ForceOpt, False)],
+    "Fuse MC values, tool verdicts and judge votes into step labels; filter with SQL; write training shards.")
 def _filter(given: dict[str, Any], build: Callable) -> None:
     from prmfactory.progress import console
 
@@ -215,7 +215,7 @@ TrainOutputOpt = Annotated[Path, typer.Option("--output", "-o", help="Folder for
 TrainForceOpt = Annotated[bool, typer.Option("--force", help="Replace a PRM in --output trained with another config or data.")]
 
 
-@opt.stage_command(app, handled, "train-prm", "train-prm", [
+@opt.stage_command(app, handled, "train-prm", [
     opt.parameter("data", TrainDataOpt, inspect.Parameter.empty), opt.parameter("output", TrainOutputOpt, inspect.Parameter.empty),
     opt.parameter("force", TrainForceOpt, False)],
     "Train a discriminative or generative PRM on stepwise shards.")

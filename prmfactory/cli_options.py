@@ -22,7 +22,6 @@ RunOpt = Annotated[Path, typer.Option("--run", help="Run folder to read and exte
 RunArg = Annotated[Path, typer.Argument(help="Run folder.", exists=True, file_okay=False)]
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config (flat, or a pipelines/*.yaml file).", exists=True, dir_okay=False)]
 LimitOpt = Annotated[Optional[int], typer.Option("--limit", min=1, help="Process at most this many problems.")]
-SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Random seed (engine and search).")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Discard this stage's outputs and everything computed from them, and rerun.")]
 SkipInvalidOpt = Annotated[bool, typer.Option("--skip-invalid", help="Process valid lines; write bad ones to RUN/rejects.jsonl.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
@@ -45,6 +44,10 @@ def _unwrap(annotation: Any) -> tuple[Any, tuple[str, ...]]:
     return None, ()
 
 
+def _has_flag(field: Any) -> bool:
+    return _unwrap(field.annotation)[0] is not None
+
+
 def config_parameters(model: type[BaseModel], skip: set[str]) -> list[inspect.Parameter]:
     """One typer option per scalar field of a stage config: its description as help, its default shown.
 
@@ -65,8 +68,7 @@ def config_parameters(model: type[BaseModel], skip: set[str]) -> list[inspect.Pa
             text += f" One of: {', '.join(choices)}."
         text += " (required)" if field.is_required() else f" (default: {field.get_default(call_default_factory=True)})"
         option = typer.Option(*declarations, help=text, show_default=False)
-        parameters.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
-                                            annotation=Annotated[Optional[flag_type], option]))
+        parameters.append(parameter(name, Annotated[Optional[flag_type], option]))
     return parameters
 
 
@@ -111,18 +113,16 @@ def parse_sets(model: type[BaseModel], assignments: list[str]) -> dict[str, Any]
 
 def set_option(model: type[BaseModel]) -> Any:
     """``--set KEY=VALUE``, its help naming the keys no flag of their own reaches."""
-    flagged = {p.name for p in config_parameters(model, set())}
-    others = [k for k in settable_keys(model) if k not in flagged]
+    others = [k for k in settable_keys(model) if k not in model.model_fields or not _has_flag(model.model_fields[k])]
     return Annotated[Optional[list[str]], typer.Option(
         "--set", metavar="KEY=VALUE",
         help="Set any config field, nested ones too; repeatable. Keys without a flag of their own: "
              + ", ".join(others) + ".")]
 
 
-def stage_command(app: typer.Typer, wrap: Callable, command: str, stage: str, params: list[inspect.Parameter], help: str,
-                  skip: tuple[str, ...] = ()) -> Callable:
-    """Register ``command``: ``params`` (its own options), ``--config``, ``--set`` and one option per field
-    of the stage's config model. The decorated body gets its own options and a ``build(extra)`` that
+def stage_command(app: typer.Typer, wrap: Callable, stage: str, params: list[inspect.Parameter], help: str) -> Callable:
+    """Register the command of ``stage``: ``params`` (its own options), ``--config``, ``--set`` and one option
+    per field of the stage's config model. The decorated body gets its own options and a ``build(extra)`` that
     makes the stage config from the config file, ``--set``, ``extra`` and the flags given, in that order.
     ``wrap`` turns errors into one-line messages (the CLI's ``handled``)."""
 
@@ -132,7 +132,7 @@ def stage_command(app: typer.Typer, wrap: Callable, command: str, stage: str, pa
         model = config_model(stage)
         own = [p.name for p in params]
         common = [parameter("config", ConfigOpt), parameter("set_values", set_option(model))]
-        generated = config_parameters(model, skip={*own, *skip})
+        generated = config_parameters(model, skip=set(own))
 
         def run_command(**kwargs: Any) -> None:
             from prmfactory.config import build_config, merge
@@ -150,8 +150,8 @@ def stage_command(app: typer.Typer, wrap: Callable, command: str, stage: str, pa
 
         run_command.__signature__ = inspect.Signature([*params, *common, *generated])  # type: ignore[attr-defined]
         run_command.__doc__ = help
-        run_command.__name__ = command.replace("-", "_")
-        app.command(command)(wrap(run_command))
+        run_command.__name__ = stage.replace("-", "_")
+        app.command(stage)(wrap(run_command))
         return body
 
     return register
