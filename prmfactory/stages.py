@@ -143,7 +143,7 @@ class Stage(ABC):
         stage with the old outputs untouched.
         """
         run = ctx.run
-        run.verify([d for d in self.reads if d in run.datasets()])
+        run.verify(self.reads)
         for dataset in self.reads:
             stale = run.stale_shards(dataset)
             if stale:
@@ -188,16 +188,18 @@ def _load(spec: str) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
-def config_model(name: str) -> type[StageConfig]:
+def _registered(name: str) -> tuple[str, str]:
     if name not in REGISTRY:
         raise UsageError(f"unknown stage {name!r} (known: {', '.join(REGISTRY)})")
-    return _load(REGISTRY[name][0])
+    return REGISTRY[name]
+
+
+def config_model(name: str) -> type[StageConfig]:
+    return _load(_registered(name)[0])
 
 
 def get_stage(name: str) -> Stage:
-    if name not in REGISTRY:
-        raise UsageError(f"unknown stage {name!r} (known: {', '.join(REGISTRY)})")
-    return _load(REGISTRY[name][1])()
+    return _load(_registered(name)[1])()
 
 
 def all_stages() -> list[Stage]:

@@ -357,27 +357,6 @@ class Run:
             atomic_write_text(self.manifest_path, json.dumps(manifest, indent=1))
         return {dataset: record["rows"] for dataset, record in staged}
 
-    def reset(self, datasets: Sequence[str]) -> dict[str, int]:
-        """Forget and delete every shard of ``datasets``; returns the shards discarded per dataset."""
-        self._require_lock()
-        manifest = self.manifest()
-        discarded = {}
-        for dataset in datasets:
-            entry = manifest["datasets"].pop(dataset, None)
-            if entry and entry["shards"]:
-                discarded[dataset] = len(entry["shards"])
-        if discarded:
-            atomic_write_text(self.manifest_path, json.dumps(manifest, indent=1))
-        for dataset in datasets:
-            folder = self.root / dataset
-            if folder.is_dir():
-                for path in folder.iterdir():
-                    if _SHARD_NAME.match(path.name) or (path.name.startswith(".") and ".tmp-" in path.name):
-                        path.unlink()
-                with contextlib.suppress(OSError):
-                    folder.rmdir()  # only if nothing but our shards was in it
-        return discarded
-
     # ----- --force: outputs set aside until the new ones are committed ---------------------------
     @property
     def aside_path(self) -> Path:

@@ -60,7 +60,8 @@ def fresh_copy(run: Run, folder, keep: tuple[str, ...]) -> Run:
     shutil.copytree(run.root, folder)
     copy = Run(folder)
     with copy.writing():
-        copy.reset([d for d in copy.datasets() if d not in keep])
+        copy.set_aside([d for d in copy.datasets() if d not in keep])
+        copy.drop_aside()
     return copy
 
 
