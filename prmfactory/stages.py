@@ -144,12 +144,7 @@ class Stage(ABC):
         """
         run = ctx.run
         run.verify(self.reads)
-        for dataset in self.reads:
-            stale = run.stale_shards(dataset)
-            if stale:
-                producer = stale[0]["stage"]
-                raise UsageError(f"{run.root}: {dataset} is stale ({len(stale)} shards computed from data that has "
-                                 f"since changed); rerun `{rerun_command(producer, run.root)}` first")
+        run.require_fresh(self.reads)
         for dataset in self.requires:
             if not run.shards(dataset):
                 producer = next((s.name for s in all_stages() if dataset in s.writes), "?")

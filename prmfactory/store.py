@@ -176,6 +176,14 @@ class Run:
                 stale.append(shard)
         return stale
 
+    def require_fresh(self, datasets: Sequence[str]) -> None:
+        """Refuse to read ``datasets`` when one of them is stale, naming the stage to rerun."""
+        for dataset in datasets:
+            stale = self.stale_shards(dataset)
+            if stale:
+                raise UsageError(f"{self.root}: {dataset} is stale ({len(stale)} shards computed from data that has "
+                                 f"since changed); rerun `{rerun_command(stale[0]['stage'], self.root)}` first")
+
     def verify_shard(self, dataset: str, shard: Mapping[str, Any], *, force: bool = False) -> Path:
         """Check a shard's bytes against its manifest sha256 (once per process unless ``force``); its path."""
         path = self.root / shard["file"]

@@ -24,7 +24,7 @@ from prmfactory.errors import UsageError
 from prmfactory.fileio import sha256_file
 from prmfactory.stages import Stage, StageContext, StageInput, StageReport
 from prmfactory.resources import require_model
-from prmfactory.store import Run, rerun_command
+from prmfactory.store import Run
 from prmfactory.train.config import TrainPrmConfig
 
 REQUIRED_COLUMNS = ("prompt", "completions", "labels")
@@ -52,11 +52,7 @@ def load_training_data(path: Path, segmentation: str | None) -> TrainingData:
     if run.exists():
         if "steps" not in run.datasets():
             raise UsageError(f"{path}: run has no steps/ shards; run `prmfactory filter --run {path}` first")
-        for dataset in ("steps", "verdicts"):
-            stale = run.stale_shards(dataset)
-            if stale:
-                raise UsageError(f"{path}: {dataset} is stale (computed from data that has since changed); rerun "
-                                 f"`{rerun_command(stale[0]['stage'], path)}` first")
+        run.require_fresh(TrainPrmStage.reads)
         rows = run.read("steps").to_pylist()
         filter_config = run.stage_configs().get("filter", {}).get("config", {})
         # run.read verified every shard against the manifest's sha256: these are the hashes of the bytes read
@@ -207,7 +203,6 @@ class TrainPrmStage(Stage, name="train-prm", config=TrainPrmConfig, reads=("step
     the training data. A rerun with the same config and data is a no-op; a PRM in the folder
     trained on other data or with another config is replaced only with ``--force``.
     """
-
 
     def in_pipeline(self, root: Path, source: StageInput | None) -> tuple[Run, StageInput | None]:
         return Run(root / PIPELINE_PRM_FOLDER), StageInput(root)
