@@ -41,7 +41,6 @@ def check_run(run: Run) -> tuple[int, list[str]]:
     Returns the shards checked and one line per problem found (none: the run is sound).
     """
     from prmfactory.errors import PrmfactoryError
-    from prmfactory.store import rerun_command
 
     checked, problems = 0, []
     for name in run.datasets():
@@ -56,10 +55,10 @@ def check_run(run: Run) -> tuple[int, list[str]]:
                 run.read(name)
             except (PrmfactoryError, schemas.SchemaError) as exc:
                 problems.append(str(exc))
-        stale = run.stale_shards(name)
-        if stale:
-            problems.append(f"{run.root}: {name}: {len(stale)} shards computed from data that has since changed; "
-                            f"rerun `{rerun_command(stale[0]['stage'], run.root)}`")
+        try:
+            run.require_fresh([name])
+        except UsageError as exc:
+            problems.append(str(exc))
     return checked, problems
 
 
