@@ -63,7 +63,7 @@ GOALS = {"label_f1": 0.95, "label_keep_rate": 0.5, "prm_processbench_f1": 0.6, "
 
 
 def _goals_table(report: dict[str, Any]) -> list[str]:
-    """The three numbers that say whether the factory works, against their goals, first in the report."""
+    """The headline numbers that say whether the factory works (labels, PRM, Best-of-N), against their goals."""
     head, n = report["headline"], report["bon"]["samples"]
     margin = head[f"prm_best_of_{n}"] - head[f"majority_at_{n}"]
     rows = [("step-label F1 against the oracle (demo rule, distinct rows)", head["label_f1"], f"≥ {GOALS['label_f1']}",
