@@ -5,8 +5,9 @@ Runs the real stages on toy test problems — mcts (toy policy, in-process vLLM)
 produced row against the oracle on the steps it keeps: the row's predicted first error is its
 first False label (−1 if none), the truth is the oracle's first wrong step among those steps.
 ProcessBench-style: accuracy on rows with an error, on rows without, and their harmonic mean.
-Also the keep-rate (rows out / complete solutions) and labels per 1,000 generated tokens
-(policy and judge tokens together).
+Also the keep-rate (the share of complete solutions whose labels reach the training rows: a
+copy that dedupe drops counts as kept), the distinct rate (rows out / complete solutions) and
+labels per 1,000 generated tokens (policy and judge tokens together).
 
 Usage: python benchmarks/label_quality.py --output runs/label-quality [--problems 64]
 """
@@ -19,8 +20,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-from prmfactory.demo import RULES, rule_accuracy
+from typing import get_args
+
+from prmfactory.demo import rule_accuracy
+from prmfactory.filter.config import FilterConfig
 from prmfactory.store import Run
+
+RULES = get_args(FilterConfig.model_fields["rule"].annotation)  # every rule, the judge's too
 
 CLI = [sys.executable, "-c", "from prmfactory.cli import main; main()"]
 

@@ -206,7 +206,8 @@ def _filter(given: dict[str, Any], build: Callable) -> None:
         console.print(f"  {entry['filter']}: {entry['rows_in']} -> {entry['rows_out']} rows "
                       f"({entry['rows_removed']} removed, {entry['steps_removed']} steps removed)")
     console.print(f"steps ({report.details['rule']}): {report.rows_out} rows, {report.counts['positive_steps']} correct / "
-                  f"{report.counts['negative_steps']} wrong steps, keep-rate {report.details['keep_rate']}; every "
+                  f"{report.counts['negative_steps']} wrong steps, keep-rate {report.details['keep_rate']} "
+                  f"(distinct rows / candidates {report.details['distinct_rate']}); every "
                   f"dropped row is in {run / 'rejected'}")
 
 

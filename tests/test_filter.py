@@ -102,7 +102,7 @@ def test_filter_stage_writes_loadable_steps_and_a_report_that_adds_up(labelled_r
     assert report.rows_in - report.rows_out == sum(report.dropped.values())  # every drop has a reason
     rejected = labelled_run.read("rejected").to_pylist()
     assert len(rejected) == sum(report.dropped.values()) and {r["reason"] for r in rejected} == set(report.dropped)
-    assert report.dropped == {"min_rollouts": 1}
+    assert report.dropped == {"min_rollouts": 1} and report.details["keep_rate"] == 0.75
     by_filter = {e["filter"]: e for e in report.details["filters"]}
     assert by_filter["drop_after_first_error"]["steps_removed"] == 1  # "c" after the error at "b"
     assert by_filter["min_rollouts"]["rows_removed"] == 1  # the path through the 2-rollout estimate
@@ -158,11 +158,16 @@ def test_grounded_trusts_the_tool_where_it_has_a_verdict_and_mc_elsewhere():
 
 
 def test_dedupe_runs_after_the_truncation_that_makes_rows_identical(labelled_run):
+    with labelled_run.writing():  # a second solution through the wrong step "b": identical once truncated there
+        labelled_run.commit({"nodes": [node("q1", "7", ["a", "b", "e"], 0.0, 1, complete=True)]})
     report = execute("filter", labelled_run, FilterConfig(rule="mc", quiet=True))
     names = [entry["filter"] for entry in report.details["filters"]]
     assert names.index("drop_after_first_error") < names.index("dedupe")
     rows = [(r["question_id"], tuple(r["completions"]), tuple(r["labels"])) for r in labelled_run.read("steps").to_pylist()]
     assert len(rows) == len(set(rows))
+    # a copy's labels reach the training rows through the row it copies: dedupe costs no keep-rate
+    assert report.dropped == {"dedupe": 1} and report.details["keep_rate"] == 1.0
+    assert report.details["distinct_rate"] == report.rows_out / report.rows_in == 0.8
 
 
 def test_a_report_of_an_older_version_makes_filter_recompute(labelled_run):

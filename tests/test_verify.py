@@ -151,7 +151,8 @@ def test_stage_writes_a_verdict_per_step_node_and_checks_final_answers(tmp_path)
     right = ["Ann has 3 + 4 = 7 apples.", "So 7 * 2 = 14. The answer is \\boxed{14}."]
     wrong = ["Ann has 3 + 4 = 8 apples.", "The answer is \\boxed{16}."]
     with run.writing():
-        run.commit({"problems": [dict(problem("q1"), answer="14"), dict(problem("q2"), answer="14")],
+        text = "Ann has 3 apples and buys 4 more. Then she doubles them. How many apples does Ann have?"
+        run.commit({"problems": [dict(problem(q), problem=text, answer="14") for q in ("q1", "q2")],
                     "nodes": [_node("q1", "0", []), _node("q1", "1", right[:1]), _node("q1", "2", right),
                               _node("q2", "0", []), _node("q2", "1", wrong[:1]), _node("q2", "2", wrong)]})
     report = execute("verify", run, VerifyConfig(quiet=True))
@@ -194,3 +195,24 @@ def test_processbench_metrics_match_eval_on_the_same_predictions(tmp_path):
     evaluated = json.loads((tmp_path / "e" / "metrics.json").read_text())
     assert evaluated["splits"] == verified["splits"] and evaluated["average_f1"] == verified["average_f1"]
     assert (tmp_path / "e" / "metrics.png").stat().st_size > 0 and "| toy | 3 |" in (tmp_path / "e" / "metrics.md").read_text()
+
+
+@pytest.mark.parametrize("problem_text, earlier, step, verdict", [
+    # every operand given by the problem (digits or number words) or by an earlier step: correct
+    ("Ann has 30 cards and triples them.", [], "Ann has 30 * 3 = 90.", "correct"),
+    ("Ann has 30 cards and triples them.", ["Ann has 30 * 3 = 90."], "She gives away 90 - 1 = 89.", "correct"),
+    ("A shirt costs $1,250 and is 20% off.", [], "The discount is 1250 * 0.2 = 250.", "correct"),
+    ("Half of the 18 eggs break.", [], "18 * 0.5 = 9 eggs break.", "correct"),
+    # right arithmetic on a quantity nobody gave: the step's own words never ground it
+    ("Ann has 30 cards and triples them.", [], "The number is doubled, so Ann has 30 * 2 = 60.", "unverifiable"),
+    ("Ann has 30 cards and triples them.", ["Ann has 30 * 3 = 90."], "Ann has 80 - 5 = 75.", "unverifiable"),
+    # a wrong computation stays wrong whatever its operands
+    ("Ann has 30 cards and triples them.", [], "Ann has 30 * 2 = 70.", "incorrect"),
+])
+def test_grounding_keeps_correct_only_for_computations_on_given_numbers(problem_text, earlier, step, verdict):
+    from prmfactory.verify.grounding import given_numbers, with_grounding
+
+    result = with_grounding(verify_step(step), given_numbers(problem_text, earlier))
+    assert result.verdict == verdict
+    if verdict == "unverifiable":
+        assert [c["kind"] for c in result.claim_rows()] == ["ungrounded"]

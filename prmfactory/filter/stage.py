@@ -161,6 +161,10 @@ class FilterStage(Stage, name="filter", config=FilterConfig, reads=("problems", 
         report.rows_in, report.dropped = len(paths), dict(dropped)
         report.counts.update(rule_kept=len(rows), steps_out=len(labels), positive_steps=sum(labels),
                              negative_steps=len(labels) - sum(labels))
+        # keep-rate: the share of candidate solutions whose labels reach the training rows; a copy that
+        # dedupe drops reaches them through the row it copies, so only the other drops count against it
+        discarded = sum(count for reason, count in dropped.items() if reason != "dedupe")
         report.details.update(rule=config.rule, filters=filters,
-                              keep_rate=round(table.num_rows / len(paths), 4) if paths else 0.0)
+                              keep_rate=round(1 - discarded / len(paths), 4) if paths else 0.0,
+                              distinct_rate=round(table.num_rows / len(paths), 4) if paths else 0.0)
         return report

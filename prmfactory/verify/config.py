@@ -11,6 +11,8 @@ class VerifyConfig(StageConfig):
     """``prmfactory verify``."""
 
     check_final_answers: bool = Field(True, description="Check a step's \\boxed{} answer against the reference (math-verify).")
+    check_grounding: bool = Field(True, description="A correct computation on a number that neither the problem nor an "
+                                                    "earlier step gives is unverifiable (ungrounded), not correct.")
     seconds_per_claim: float = runtime_field(1.0, "Wall-clock limit per claim, enforced in a worker process.", gt=0)
     answer_timeout_s: float = runtime_field(5.0, "Wall-clock limit of one final-answer check.", gt=0)
     questions_per_shard: int = runtime_field(64, "Questions per committed shard.", ge=1)

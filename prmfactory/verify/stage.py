@@ -4,7 +4,8 @@ As a stage (``prmfactory verify --run RUN``) it reads ``nodes`` (and ``problems`
 reference answers) and writes ``verdicts``: for a complete solution one row per step, for any
 other node one row for its last step (the step its MC value is about); a step that states a
 final answer in ``\\boxed{}`` also gets a ``final_answer`` claim checked with math-verify against
-the reference. The standalone ProcessBench verifier is ``prmfactory.eval.verify_processbench``.
+the reference. A correct computation on a number that neither the problem nor an earlier step
+gives is made ``ungrounded`` (:mod:`prmfactory.verify.grounding`). The standalone ProcessBench verifier is ``prmfactory.eval.verify_processbench``.
 
 Its job in the factory is a high-precision negative signal (GroundedPRM, Zhang et al. 2025): a
 step it calls incorrect is wrong, so the filter may overrule a Monte-Carlo estimate.
@@ -20,6 +21,7 @@ from prmfactory.rows import VerdictsRow
 from prmfactory.stages import Stage, StageContext, StageReport
 from prmfactory.verify.config import VerifyConfig
 from prmfactory.verify.check import CORRECT, INCORRECT, UNVERIFIABLE, ClaimVerdict, StepVerdict, StepVerifier
+from prmfactory.verify.grounding import given_numbers, with_grounding
 
 LOG = logging.getLogger("prmfactory")
 
@@ -45,6 +47,7 @@ class VerifyStage(Stage, name="verify", config=VerifyConfig, reads=("problems", 
     def run(self, ctx: StageContext) -> StageReport:
         run, config, report = ctx.run, ctx.config, ctx.report
         references = run.lookup("problems", "question_id", "answer")
+        problems = run.lookup("problems", "question_id", "problem") if config.check_grounding else {}
         done = run.committed_ids("verdicts")
         by_question = {qid: [r for r in rows if r["steps"]] for qid, rows in
                        run.rows_by_question("nodes", ["node_id", "steps", "complete"], skip=done).items()}
@@ -55,13 +58,15 @@ class VerifyStage(Stage, name="verify", config=VerifyConfig, reads=("problems", 
                 stage_progress("verify", len(by_question), quiet=config.quiet) as progress:
             buffer = ctx.buffer(["verdicts"], config.questions_per_shard)
             for question_id, rows in by_question.items():
-                targets = [(row["node_id"], index, row["steps"][index]) for row in rows
+                targets = [(row["node_id"], index, row["steps"]) for row in rows
                            for index in (range(len(row["steps"])) if row["complete"] else [len(row["steps"]) - 1])]
-                new_steps = sorted({step for _, _, step in targets} - set(cache))
+                new_steps = sorted({steps[index] for _, index, steps in targets} - set(cache))
                 cache.update(zip(new_steps, verifier.verify(new_steps)))
                 verdict_rows: list[VerdictsRow] = []
-                for node_id, index, step in targets:
-                    verdict = cache[step]
+                for node_id, index, steps in targets:
+                    step, verdict = steps[index], cache[steps[index]]
+                    if config.check_grounding:
+                        verdict = with_grounding(verdict, given_numbers(problems[question_id], steps[:index]))
                     if config.check_final_answers:
                         verdict = _with_final_answer(verdict, step, references[question_id], checker)
                     counts[verdict.verdict] += 1
