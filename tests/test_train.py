@@ -170,6 +170,10 @@ def test_best_of_n_against_majority_and_pass_by_hand():
     assert result["curves"]["majority"] == {1: 0.5, 2: 0.5, 4: 0.0}
     assert result["curves"]["prm_min"] == {1: 0.5, 2: 0.5, 4: 0.5}  # problem 1: candidate 1 (min 0.7) wins
     assert result["curves"]["prm_last"][2] == 0.5  # problem 1: 0.7 > 0.2 → right; problem 2: 0.9 → wrong
+    # PRM-weighted vote, by min score: at 4, problem 1's "7" has 0.7 + 0.6 against "5" 0.2 + 0.1, where
+    # majority ties to the wrong "5"; problem 2's "4" has 0.9 + 0.2 against "3" 0.4
+    assert result["curves"]["prm_vote"] == {1: 0.5, 2: 0.5, 4: 0.5}
+    assert majority_correct([c("1", False), c("2", True), c("2", True)], [0.9, 0.3, 0.3]) is False
 
 
 @pytest.fixture(scope="module")
@@ -245,7 +249,8 @@ def test_cli_trains_evaluates_and_reranks(shards, tmp_path):
                                  "--output", str(tmp_path / "bon"), "-q"])
     assert result.exit_code == 0, result.output
     bon = json.loads((tmp_path / "bon" / "bon.json").read_text())
-    assert bon["samples"] == 2 and set(bon["curves"]) == {"pass", "majority", "prm_min", "prm_last", "prm_prod", "prm_mean"}
+    assert bon["samples"] == 2 and set(bon["curves"]) == {"pass", "majority", "prm_min", "prm_last", "prm_prod", "prm_mean",
+                                                       "prm_vote"}
     assert (tmp_path / "bon" / "bon.png").exists() and "| prm_min |" in (prm_dir / "README.md").read_text()
 
 

@@ -3,7 +3,9 @@
 For each n in 1, 2, 4, … N (the first n candidates of every problem): ``pass@n`` (any candidate is
 right — the ceiling), ``majority@n`` (self-consistency, Wang et al. 2023, arXiv:2203.11171: the most
 frequent extracted answer, ties to the earliest) and ``prm_<agg>@n`` for each aggregation of the
-step scores (min / last / prod / mean), as in Lightman et al. 2023 (arXiv:2305.20050).
+step scores (min / last / prod / mean), as in Lightman et al. 2023 (arXiv:2305.20050); and
+``prm_vote@n``, majority vote weighted by each candidate's min step score (Math-Shepherd's
+self-consistency + PRM, Wang et al. 2024, arXiv:2312.08935).
 """
 
 from __future__ import annotations
@@ -17,14 +19,20 @@ from prmfactory.eval.sampling import Candidate
 from prmfactory.prm import AGGREGATIONS, aggregate
 
 
-def majority_correct(candidates: Sequence[Candidate]) -> bool:
-    """Whether the most frequent answer (whitespace-insensitive; ties to the earliest) is right."""
-    keyed = [("".join(c.answer.split()), c) for c in candidates if c.answer is not None]
+def majority_correct(candidates: Sequence[Candidate], weights: Sequence[float] | None = None) -> bool:
+    """Whether the answer with the most votes (whitespace-insensitive; ties to the earliest) is right.
+
+    Each candidate votes 1, or its weight when ``weights`` are given (a PRM-weighted vote).
+    """
+    weights = [1.0] * len(candidates) if weights is None else weights
+    keyed = [("".join(c.answer.split()), c, w) for c, w in zip(candidates, weights) if c.answer is not None]
     if not keyed:
         return False
-    counts = collections.Counter(key for key, _ in keyed)
-    top = max(counts.values())
-    return next(c.correct for key, c in keyed if counts[key] == top)
+    votes: collections.Counter[str] = collections.Counter()
+    for key, _, weight in keyed:
+        votes[key] += weight
+    top = max(votes.values())
+    return next(c.correct for key, c, _ in keyed if votes[key] == top)
 
 
 def sizes(samples: int) -> list[int]:
@@ -48,6 +56,7 @@ def bon_metrics(candidates: Sequence[Sequence[Candidate]], scores: Sequence[Sequ
             for how in AGGREGATIONS:
                 values = [aggregate(s, how) for s in problem_scores[:n]]
                 hits[f"prm_{how}"] += first[values.index(max(values))].correct
+            hits["prm_vote"] += majority_correct(first, [aggregate(s, "min") for s in problem_scores[:n]])
         for method, count in hits.items():
             curves[method][n] = round(count / len(candidates), 4)
     return {"problems": len(candidates), "samples": samples, "curves": dict(curves)}
