@@ -1,6 +1,7 @@
 """Generative PRM: a causal LM fine-tuned with TRL's SFTTrainer to write a critique per step.
 
-Each step's critique is the tool's verification of what the step claims (from verify's verdicts)
+Each step's critique is the tool's verification of what the step claims (from verify's verdicts,
+each computation recomputed before it is compared)
 and, when the judge put the first error there, the judge's flag; then ``\\boxed{correct}`` or
 ``\\boxed{incorrect}`` from the fused label. Transcripts are tokenized by
 :class:`~prmfactory.train.formats.CritiqueEncoder` and handed to SFTTrainer pre-tokenized, with a
@@ -14,11 +15,31 @@ from typing import Any, Mapping, Sequence
 from prmfactory.train.formats import CritiqueEncoder
 
 
+RECOMPUTED_KINDS = ("arithmetic", "approximate", "ungrounded")  # claims whose left side verify evaluated
+
+
+def _claim_check(claim: Mapping[str, Any]) -> str:
+    """One claim's check, the recomputation first: ``16 + 4 = 20, ok`` or ``16 + 4 = 20, not 19``.
+
+    The value is written before the comparison, so the verdict is read after the model has
+    recomputed it (verify, then judge: ThinkPRM, Khalifa et al. 2025; GenPRM, Zhao et al. 2025) —
+    a small model cannot compute a sum and compare it with the written one at the same token. A
+    final answer is only restated: its check needs the reference, which a PRM never sees.
+    """
+    if claim["kind"] == "final_answer":
+        return f"answer {claim['value_claimed']}"
+    left = claim["text"].rsplit(" = ", 1)[0] if " = " in claim["text"] else claim["text"]
+    if claim["verdict"] == "incorrect":
+        return f"{left} = {claim['value_found']}, not {claim['value_claimed']}"
+    return f"{left} = {claim['value_found']}, ok"
+
+
 def verification_text(tool_verdict: str | None, claims: Sequence[Mapping[str, Any]] = (),
                       judge_flagged: bool = False) -> str:
-    """What a step's critique says before its verdict: each checked claim, ``ok`` or ``wrong: <value found>``."""
-    parts = [f"{claim['text']} ok" if claim["verdict"] == "correct" else f"{claim['text']} wrong: {claim['value_found']}"
-             for claim in claims if claim["verdict"] in ("correct", "incorrect")]
+    """What a step's critique says before its verdict: each checked claim, recomputed and compared."""
+    parts = [_claim_check(claim) for claim in claims
+             if claim["kind"] == "final_answer" or (claim["kind"] in RECOMPUTED_KINDS and claim["value_found"] is not None
+                                                    and (claim["verdict"] != "unverifiable" or claim["kind"] == "ungrounded"))]
     if not parts:
         parts.append("unchecked" if tool_verdict in (None, "unverifiable") else f"tool: {tool_verdict}")
     if judge_flagged:
