@@ -155,16 +155,18 @@ class GenerativeTransformers:
     def _transcript_scores(self, problem: str, steps: Sequence[str], sample: bool) -> list[float]:
         import torch
 
-        ids = self.encoder.prompt_ids(problem, steps)
+        ids = self.encoder.prompt_ids(problem)
         tokens = [self.encoder.verdict_token(True), self.encoder.verdict_token(False)]
         scores: list[float] = []
-        for index in range(len(steps)):
-            ids = ids + self.encoder.header_ids(index)
-            # Each remaining step gets a fair share of the context, so a verbose critique cannot starve later steps.
-            remaining = len(steps) - index
-            fixed = len(self.encoder.boxed_ids) + max(len(v) for v in self.encoder.verdict_ids.values()) + len(
-                self.encoder.header_ids(index))
-            room = min(self.max_verification_tokens, (self.encoder.max_length - len(ids)) // remaining - fixed)
+        pieces = [self.encoder.step_ids(index, step) for index, step in enumerate(steps)]
+        for index, piece in enumerate(pieces):
+            ids = ids + piece
+            # The steps still to come keep their room, and each check gets a fair share of the rest,
+            # so a verbose critique cannot starve later steps.
+            later = sum(len(p) for p in pieces[index + 1:])
+            fixed = len(self.encoder.boxed_ids) + max(len(v) for v in self.encoder.verdict_ids.values())
+            room = min(self.max_verification_tokens,
+                       (self.encoder.max_length - len(ids) - later) // (len(steps) - index) - fixed)
             if room < 1:
                 break
             with torch.inference_mode():

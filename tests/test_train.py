@@ -61,16 +61,21 @@ def test_truncation_keeps_whole_steps_and_their_labels(tokenizer):
     assert StepEncoder(tokenizer, "\n\n", max_length=8).encode("Dan has 1 toy.", steps).steps_kept == 0
 
 
-def test_critique_transcript_masks_the_prompt_and_reads_distinct_verdict_tokens(tokenizer):
+def test_critique_transcript_gives_each_step_before_its_check_and_learns_only_the_checks(tokenizer):
     encoder = CritiqueEncoder(tokenizer, max_length=512)
-    ids, mask, kept = encoder.encode("Dan has 3 toys.", ["3 + 4 = 7", "7 * 2 = 15"], ["3 + 4 = 7 ok", "7 * 2 = 15 wrong: 14"],
-                                     [True, False])
+    steps = ["3 + 4 = 7", "7 * 2 = 15"]
+    ids, mask, kept = encoder.encode("Dan has 3 toys.", steps, ["3 + 4 = 7, ok", "7 * 2 = 14, not 15"], [True, False])
     assert kept == 2 and len(ids) == len(mask)
-    prompt = encoder.prompt_ids("Dan has 3 toys.", ["3 + 4 = 7", "7 * 2 = 15"])
-    assert mask == [0] * len(prompt) + [1] * (len(ids) - len(prompt))
+    prompt = encoder.prompt_ids("Dan has 3 toys.")
+    assert mask[:len(prompt)] == [0] * len(prompt)
+    given = tokenizer.decode([t for t, m in zip(ids[len(prompt):], mask[len(prompt):]) if not m])
+    learnt = tokenizer.decode([t for t, m in zip(ids, mask) if m])
+    assert given == "[0] 3 + 4 = 7\nCheck: [1] 7 * 2 = 15\nCheck: "  # the steps are given, never learnt
+    assert learnt == "3 + 4 = 7, ok \\boxed{correct}\n7 * 2 = 14, not 15 \\boxed{incorrect}\n"
     assert encoder.verdict_token(True) != encoder.verdict_token(False)
-    completion = tokenizer.decode(ids[len(prompt):])
-    assert "\\boxed{correct}" in completion and "\\boxed{incorrect}" in completion
+    short = CritiqueEncoder(tokenizer, max_length=len(ids) - 1)
+    assert short.encode("Dan has 3 toys.", steps, ["a", "b"], [True, False])[2] == 2
+    assert short.encode("Dan has 3 toys.", steps, ["3 + 4 = 7, ok", "7 * 2 = 14, not 15"], [True, False])[2] == 1
 
 
 def _weights_changed(base, trained) -> bool:
@@ -268,3 +273,29 @@ def test_training_data_takes_the_segmentation_its_rows_were_split_with(tmp_path)
     with pytest.raises(UsageError, match="field 'segmentation': rows split in 2 ways"):
         load_training_data(path, None)
 
+
+
+def test_critiques_find_the_claims_of_a_row_cut_after_its_first_error(tmp_path):
+    """The cut row ("a", "b") has no node of its own: its claims come from the complete solution's verdicts."""
+    from prmfactory.filter.config import FilterConfig
+    from prmfactory.stages import execute
+    from prmfactory.store import Run
+    from prmfactory.train.stage import load_training_data, with_verifications
+    from tests.test_filter import node
+    from tests.test_store import problem
+
+    def claim(text, verdict, found):
+        return {"text": text, "kind": "arithmetic", "verdict": verdict, "value_found": found,
+                "value_claimed": text.split(" = ")[1]}
+
+    run = Run(tmp_path / "run")
+    claims = [[claim("1 + 1 = 2", "correct", "2")], [claim("2 + 2 = 5", "incorrect", "4")], []]
+    with run.writing():
+        run.commit({"problems": [problem("q1")],
+                    "nodes": [node("q1", "0", [], 0.5, 8), node("q1", "3", ["a", "b", "c"], 0.0, 1, complete=True)],
+                    "verdicts": [{"question_id": "q1", "node_id": "3", "step_index": i, "verdict": v, "claims": c}
+                                 for i, (v, c) in enumerate(zip(["correct", "incorrect", "unverifiable"], claims))]})
+    execute("filter", run, FilterConfig(rule="grounded", quiet=True))
+    (row,) = with_verifications(load_training_data(run.root, None))
+    assert row["completions"] == ["a", "b"] and row["source_node_ids"][-1] is None
+    assert row["verifications"] == ["1 + 1 = 2, ok", "2 + 2 = 4, not 5"]

@@ -71,22 +71,24 @@ class StepEncoder:
 
 
 VERDICT_WORDS = {True: "correct", False: "incorrect"}
-CRITIQUE_INSTRUCTION = "Check each step: verify it, then answer \\boxed{correct} or \\boxed{incorrect}."
+CRITIQUE_INSTRUCTION = "Check each step of the solution: verify it, then answer \\boxed{correct} or \\boxed{incorrect}."
 
 
-def critique_prompt(problem: str, steps: Sequence[str]) -> str:
-    """The generative PRM's question: the problem and the numbered steps to check."""
-    numbered = "\n".join(f"[{i}] {step}" for i, step in enumerate(steps))
-    return f"{CRITIQUE_INSTRUCTION}\n\nProblem: {problem}\n\nSolution:\n{numbered}"
+def critique_prompt(problem: str) -> str:
+    """The generative PRM's question; the steps come one at a time in its answer."""
+    return f"{CRITIQUE_INSTRUCTION}\n\nProblem: {problem}"
 
 
 class CritiqueEncoder:
     """Generative PRM transcripts, tokenized piece by piece like :class:`StepEncoder`::
 
-        <chat template: user = critique_prompt> [0] <verification> \\boxed{ correct}\\n [1] ...
+        <chat template: user = critique_prompt> [0] step_0\nCheck: <verification> \\boxed{ correct}\n [1] step_1 ...
 
-    The score of step k is P(correct) against P(incorrect) at the token after step k's
-    ``\\boxed{``; training and scoring build the same pieces, so the verdict sits at the same place.
+    Each step is written right before its check, so the check reads the step next to it instead of
+    copying it from a numbered list in the prompt (a tiny model cannot). The steps are given, not
+    learnt: the loss covers the checks and verdicts only. The score of step k is P(correct) against
+    P(incorrect) at the token after step k's ``\\boxed{``; training and scoring build the same
+    pieces, so the verdict sits at the same place.
     """
 
     def __init__(self, tokenizer, max_length: int = 1024):
@@ -101,11 +103,12 @@ class CritiqueEncoder:
     def _ids(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False)
 
-    def prompt_ids(self, problem: str, steps: Sequence[str]) -> list[int]:
-        return prompt_token_ids(self.tokenizer, Prompt(chat_messages(critique_prompt(problem, steps), None)))
+    def prompt_ids(self, problem: str) -> list[int]:
+        return prompt_token_ids(self.tokenizer, Prompt(chat_messages(critique_prompt(problem), None)))
 
-    def header_ids(self, index: int) -> list[int]:
-        return self._ids(f"[{index}] ")
+    def step_ids(self, index: int, step: str) -> list[int]:
+        """Step ``index`` as the transcript gives it, up to where its check begins."""
+        return self._ids(f"[{index}] {step}\nCheck: ")
 
     def verdict_token(self, label: bool) -> int:
         """The token whose probability at the verdict position scores a step."""
@@ -113,13 +116,15 @@ class CritiqueEncoder:
 
     def encode(self, problem: str, steps: Sequence[str], verifications: Sequence[str],
                labels: Sequence[bool]) -> tuple[list[int], list[int], int]:
-        """Token ids, completion mask and the number of steps whose critique fits in max_length."""
-        ids = self.prompt_ids(problem, steps)
-        prompt_length, kept = len(ids), 0
-        for index, (verification, label) in enumerate(zip(verifications, labels)):
-            piece = self.header_ids(index) + self._ids(verification + " ") + self.boxed_ids + self.verdict_ids[label]
-            if len(ids) + len(piece) > self.max_length:
+        """Token ids, completion mask (1 on checks and verdicts) and how many steps fit in max_length."""
+        ids = self.prompt_ids(problem)
+        mask, kept = [0] * len(ids), 0
+        for index, (step, verification, label) in enumerate(zip(steps, verifications, labels)):
+            given = self.step_ids(index, step)
+            learnt = self._ids(verification + " ") + self.boxed_ids + self.verdict_ids[label]
+            if len(ids) + len(given) + len(learnt) > self.max_length:
                 break
-            ids += piece
+            ids += given + learnt
+            mask += [0] * len(given) + [1] * len(learnt)
             kept += 1
-        return ids, [0] * prompt_length + [1] * (len(ids) - prompt_length), kept
+        return ids, mask, kept

@@ -1,6 +1,6 @@
 """train-prm: a PRM trained on the filter stage's stepwise rows, saved with ``prm.json`` and a model card.
 
-Input: a run folder (its ``steps/`` shards, plus ``verdicts/`` for the generative critiques) or
+Input: a run folder (its ``steps/`` shards, plus ``verdicts/`` and ``nodes/`` for the generative critiques) or
 Parquet shards in TRL's stepwise format (``prompt``, ``completions``, ``labels``; ``soft_labels``
 for soft-label training). Output folder: the model and tokenizer, ``prm.json``,
 ``train_config.yaml`` (the effective config), ``log.txt`` and ``README.md`` (the model card).
@@ -40,7 +40,7 @@ class TrainingData:
     rows: list[dict[str, Any]]
     segmentation: str
     lineage: dict[str, Any]
-    claims: dict[tuple[str, int], list[dict[str, Any]]]
+    claims: dict[tuple[str, tuple[str, ...]], list[dict[str, Any]]]  # (question, steps through k) -> step k's claims
 
 
 def load_training_data(path: Path, segmentation: str | None) -> TrainingData:
@@ -48,7 +48,7 @@ def load_training_data(path: Path, segmentation: str | None) -> TrainingData:
     import pyarrow.parquet as pq
 
     run = Run(path)
-    claims: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    claims: dict[tuple[str, tuple[str, ...]], list[dict[str, Any]]] = {}
     if run.exists():
         if "steps" not in run.datasets():
             raise UsageError(f"{path}: run has no steps/ shards; run `prmfactory filter --run {path}` first")
@@ -59,8 +59,13 @@ def load_training_data(path: Path, segmentation: str | None) -> TrainingData:
         lineage = {"runs": [str(path.resolve())], "rule": filter_config.get("rule"), "filter": filter_config,
                    "shards": [{"file": s["file"], "rows": s["rows"], "sha256": s["sha256"]} for s in run.shards("steps")]}
         if "verdicts" in run.datasets():
-            for verdict in run.read("verdicts").select(["node_id", "step_index", "claims"]).to_pylist():
-                claims[(verdict["node_id"], verdict["step_index"])] = verdict["claims"]
+            # keyed by the step's prefix, not its node: a row cut after its first error has no node of its own
+            prefixes = {(n["question_id"], n["node_id"]): n["steps"]
+                        for n in run.read("nodes").select(["question_id", "node_id", "steps"]).to_pylist()}
+            for verdict in run.read("verdicts").select(["question_id", "node_id", "step_index", "claims"]).to_pylist():
+                steps = prefixes.get((verdict["question_id"], verdict["node_id"]))
+                if steps is not None:
+                    claims[(verdict["question_id"], tuple(steps[:verdict["step_index"] + 1]))] = verdict["claims"]
         origin = path / "steps"
     else:
         files = sorted(path.glob("*.parquet")) if path.is_dir() else [path] if path.suffix == ".parquet" else []
@@ -141,22 +146,30 @@ def _train_discriminative(config: TrainPrmConfig, data: TrainingData, base: str,
     return trainer, tokenizer, trainer.data_counts
 
 
+def with_verifications(data: TrainingData) -> list[dict[str, Any]]:
+    """The rows, each with the critique text of every step (verify's claims for that step's prefix)."""
+    from prmfactory.train.generative import verification_text
+
+    rows = []
+    for row in data.rows:
+        verdicts = row.get("tool_verdicts") or [None] * len(row["completions"])
+        steps = row["completions"]
+        rows.append({**row, "verifications": [
+            verification_text(verdicts[i], data.claims.get((row.get("question_id"), tuple(steps[:i + 1])), []),
+                              row.get("judge_first_error") == i)
+            for i in range(len(steps))]})
+    return rows
+
+
 def _train_generative(config: TrainPrmConfig, data: TrainingData, base: str, output: Path, callbacks):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
     from prmfactory.train.formats import CritiqueEncoder
-    from prmfactory.train.generative import critique_dataset, verification_text
+    from prmfactory.train.generative import critique_dataset
 
     tokenizer = AutoTokenizer.from_pretrained(base)
-    rows = []
-    for row in data.rows:
-        node = (row.get("source_node_ids") or [None])[-1]
-        verdicts = row.get("tool_verdicts") or [None] * len(row["completions"])
-        rows.append({**row, "verifications": [
-            verification_text(verdicts[i], data.claims.get((node, i), []), row.get("judge_first_error") == i)
-            for i in range(len(row["completions"]))]})
-    dataset, counts = critique_dataset(rows, CritiqueEncoder(tokenizer, config.max_length))
+    dataset, counts = critique_dataset(with_verifications(data), CritiqueEncoder(tokenizer, config.max_length))
     if not len(dataset):
         raise UsageError(f"no training row fits in max_length={config.max_length}")
     import torch
@@ -196,7 +209,7 @@ def _progress_callback(description: str, log, quiet: bool):
 TRAINERS = {"discriminative": _train_discriminative, "generative": _train_generative}
 
 
-class TrainPrmStage(Stage, name="train-prm", config=TrainPrmConfig, reads=("steps", "verdicts")):
+class TrainPrmStage(Stage, name="train-prm", config=TrainPrmConfig, reads=("steps", "verdicts", "nodes")):
     """steps (a run folder, or stepwise Parquet shards) -> a PRM folder.
 
     ``ctx.run`` is the PRM folder (locked, logged to, its report in ``reports/``); ``ctx.source``
