@@ -543,10 +543,10 @@ def toy_processbench(
 @toy_app.command("build")
 @handled
 def toy_build(
-    retrain: Annotated[bool, typer.Option(help="Retrain both models from the recipe (about an hour, one core).")] = False,
+    retrain: Annotated[bool, typer.Option(help="Retrain the three models from the recipe (about 70 minutes, one core).")] = False,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Recipe YAML.", exists=True, dir_okay=False)] = None,
 ) -> None:
-    """Print the local paths of the toy policy and judge (rebuild them with --retrain)."""
+    """Print the local paths of the toy policy, judge and PRM base (rebuild them with --retrain)."""
     from prmfactory.config import build_config
     from prmfactory.errors import PrmfactoryError
     from prmfactory.resources import resource_dir

@@ -22,11 +22,11 @@ def resource_dir(name: str) -> Path:
 # Model names every command accepts besides ids and paths: the committed toy models
 # (prmfactory/toy/models, rebuilt by `prmfactory toy build --retrain`).
 TOY_MODELS_DIR = _PACKAGE / "toy" / "models"
-MODEL_ALIASES = {"toy": TOY_MODELS_DIR / "policy", "toy-judge": TOY_MODELS_DIR / "judge"}
+MODEL_ALIASES = {"toy": TOY_MODELS_DIR / "policy", "toy-judge": TOY_MODELS_DIR / "judge", "toy-base": TOY_MODELS_DIR / "base"}
 
 
 def resolve_model(name: str) -> str:
-    """Map a model alias (``toy``, ``toy-judge``) to its local folder; other names pass through."""
+    """Map a model alias (``toy``, ``toy-judge``, ``toy-base``) to its local folder; other names pass through."""
     path = MODEL_ALIASES.get(name)
     return str(path) if path is not None else name
 

@@ -11,6 +11,10 @@ order, one torch thread).
   one.
 * **Policy**: LlamaForCausalLM (hidden 128, 4 layers, 2 heads of 64 — vLLM's CPU attention needs
   head_dim >= 64), trained on reference solutions with the loss on the solution only.
+* **Base** (``toy-base``, the PRM's starting point): the policy trained further on new reference
+  solutions. The committed policy is kept weak on purpose (it adds two numbers right about one
+  time in five), and a PRM fine-tuned from it cannot check the sums its base cannot do; real PRMs
+  likewise start from a stronger math model than the policies they grade.
 * **Judge**: the policy's weights fine-tuned on critiques (problem + numbered steps -> one line
   per step that recomputes its equation, then ``\\boxed{k}`` with the first wrong step, −1 if
   none), on corrupted references and on the policy's own samples labelled by the oracle.
@@ -38,6 +42,7 @@ CHAT_TEMPLATE = (
     "{% elif message['role'] == 'assistant' %}<|assistant|>\n{{ message['content'] }}{{ eos_token }}\n"
     "{% endif %}{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
 )
+MODELS = ("policy", "judge", "base")  # the folders of models_dir, in build order
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>", "<|user|>", "<|assistant|>"]
 
 
@@ -55,6 +60,9 @@ class ToyBuildConfig(StageConfig):
     policy_steps: int = Field(3000, description="Optimizer steps for the policy.")
     policy_lr: float = Field(3e-3, description="Peak learning rate (cosine schedule).")
     batch_size: int = Field(16, description="Sequences per step.")
+    base_problems: int = Field(30000, description="New training problems for the PRM base (another seed than the policy's).")
+    base_steps: int = Field(1500, description="Optimizer steps that continue the policy's training into the PRM base.")
+    base_lr: float = Field(1e-3, description="Peak learning rate of the PRM base (cosine schedule).")
     judge_corrupted: int = Field(6000, description="Critique examples made by corrupting references.")
     judge_policy_samples: int = Field(2000, description="Critique examples from the policy's own samples.")
     judge_sample_temperature: float = Field(1.0, description="Temperature of those samples.")
@@ -152,6 +160,23 @@ def build_policy(config: ToyBuildConfig, output: Path) -> dict[str, Any]:
     return {"parameters": sum(p.numel() for p in model.parameters()), **stats}
 
 
+def build_base(config: ToyBuildConfig, policy_dir: Path, output: Path) -> dict[str, Any]:
+    """The PRM base: the policy's training continued on new problems, until it can do the arithmetic."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(config.seed)
+    tokenizer = AutoTokenizer.from_pretrained(policy_dir)
+    problems = generate(config.base_problems, "train", config.seed + 3)
+    examples = [_chat_example(tokenizer, p.text, "\n\n".join(p.reference_steps), config.max_length) for p in problems]
+    model = AutoModelForCausalLM.from_pretrained(policy_dir)
+    stats = _train(model, examples, steps=config.base_steps, lr=config.base_lr, batch_size=config.batch_size,
+                   seed=config.seed, output=output, pad_id=tokenizer.pad_token_id, label="base")
+    model.save_pretrained(output)
+    tokenizer.save_pretrained(output)
+    return {"examples": len(examples), **stats}
+
+
 def sample_solutions(model_dir: Path, problems: list[ToyProblem], *, temperature: float, seed: int,
                      max_new_tokens: int = 200, batch_size: int = 64) -> list[list[str]]:
     """The policy's solutions (as steps), sampled with transformers' generate."""
@@ -207,18 +232,19 @@ def build_judge(config: ToyBuildConfig, policy_dir: Path, output: Path) -> dict[
 
 
 def build(config: ToyBuildConfig, models_dir: Path) -> dict[str, Any]:
-    """Train the policy, then the judge from it; write both and a build report."""
+    """Train the policy, then the judge and the PRM base from it; write all three and a build report."""
     import shutil
 
     import torch
 
     torch.set_num_threads(config.threads)
     report: dict[str, Any] = {"config": config.model_dump()}
-    for name in ("policy", "judge"):
+    for name in MODELS:
         shutil.rmtree(models_dir / name, ignore_errors=True)
     report["policy"] = build_policy(config, models_dir / "policy")
     report["judge"] = build_judge(config, models_dir / "policy", models_dir / "judge")
-    for name in ("policy", "judge"):
+    report["base"] = build_base(config, models_dir / "policy", models_dir / "base")
+    for name in MODELS:
         shutil.rmtree(models_dir / name / f".trainer-{name}", ignore_errors=True)
     (models_dir / "build_report.json").write_text(json.dumps(report, indent=1))
     return report
