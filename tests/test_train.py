@@ -299,3 +299,22 @@ def test_critiques_find_the_claims_of_a_row_cut_after_its_first_error(tmp_path):
     (row,) = with_verifications(load_training_data(run.root, None))
     assert row["completions"] == ["a", "b"] and row["source_node_ids"][-1] is None
     assert row["verifications"] == ["1 + 1 = 2, ok", "2 + 2 = 4, not 5"]
+
+
+@pytest.mark.parametrize("claim, verdict, check", [
+    ("16 + 4 = 19", "incorrect", "4 + 16 = 20, not 19"),  # the sum is redone, never copied from the step
+    ("16 + 4 = 20", "correct", "4 + 16 = 20, ok"),
+    ("40 - 26 = 15", "incorrect", "15 + 26 = 41, not 40"),  # a difference is checked by adding back
+    ("24 / 4 = 6", "correct", "6 * 4 = 24, ok"),
+    ("8 * 3 = 25", "incorrect", "3 * 8 = 24, not 25"),
+    ("1.5 * 2 = 3", "correct", "1.5 * 2 = 3, ok"),  # not two integers: recomputed as written
+])
+def test_a_critique_checks_each_computation_the_other_way_round(claim, verdict, check):
+    from prmfactory.train.generative import verification_text
+
+    found = {"1.5 * 2 = 3": "3"}.get(claim, "unused")
+    claims = [{"text": claim, "kind": "arithmetic", "verdict": verdict, "value_found": found,
+               "value_claimed": claim.split(" = ")[1]},
+              {"text": "\\boxed{7}", "kind": "final_answer", "verdict": "incorrect", "value_found": "8",
+               "value_claimed": "7"}]
+    assert verification_text(verdict, claims) == f"{check}; answer 7"  # never the reference answer 8

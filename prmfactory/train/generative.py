@@ -10,16 +10,37 @@ completion mask, so the loss covers the critique only.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Mapping, Sequence
 
 from prmfactory.train.formats import CritiqueEncoder
 
 
 RECOMPUTED_KINDS = ("arithmetic", "approximate", "ungrounded")  # claims whose left side verify evaluated
+_BINARY = re.compile(r"(-?\d+) ([-+*/]) (-?\d+) = (-?\d+)")
+
+
+def _other_way(claim: Mapping[str, Any]) -> str | None:
+    """``a op b = c`` on integers checked the other way round, or None for any other claim.
+
+    ``a + b`` as ``b + a`` and ``a * b`` as ``b * a``, compared with c; ``a - b = c`` as ``c + b``
+    and ``a / b = c`` as ``c * b``, compared with a. Exact arithmetic makes each equivalent to the
+    claim, and the recomputed value can never be copied from the step: a PRM that restates
+    ``16 + 4 = 19`` learns to copy the 19, one that writes ``4 + 16 =`` must add.
+    """
+    match = _BINARY.fullmatch(claim["text"])
+    if match is None:
+        return None
+    a, op, b, c = int(match[1]), match[2], int(match[3]), int(match[4])
+    if op in "+*":
+        value, target, text = (a + b if op == "+" else a * b), c, f"{b} {op} {a}"
+    else:
+        value, target, text = (c + b if op == "-" else c * b), a, f"{c} {'+' if op == '-' else '*'} {b}"
+    return f"{text} = {value}, " + ("ok" if value == target else f"not {target}")
 
 
 def _claim_check(claim: Mapping[str, Any]) -> str:
-    """One claim's check, the recomputation first: ``16 + 4 = 20, ok`` or ``16 + 4 = 20, not 19``.
+    """One claim's check, the recomputation first: ``4 + 16 = 20, ok`` or ``4 + 16 = 20, not 19``.
 
     The value is written before the comparison, so the verdict is read after the model has
     recomputed it (verify, then judge: ThinkPRM, Khalifa et al. 2025; GenPRM, Zhao et al. 2025) —
@@ -28,6 +49,9 @@ def _claim_check(claim: Mapping[str, Any]) -> str:
     """
     if claim["kind"] == "final_answer":
         return f"answer {claim['value_claimed']}"
+    other_way = _other_way(claim) if claim["kind"] in ("arithmetic", "ungrounded") else None
+    if other_way is not None:
+        return other_way
     left = claim["text"].rsplit(" = ", 1)[0] if " = " in claim["text"] else claim["text"]
     if claim["verdict"] == "incorrect":
         return f"{left} = {claim['value_found']}, not {claim['value_claimed']}"
