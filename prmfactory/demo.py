@@ -1,7 +1,7 @@
 """demo: the whole factory on the offline toy domain, end to end, with a report.
 
-Toy *train* problems → ``pipelines/demo.yaml`` (mcts → verify → judge → filter → train-prm) on
-``OUTPUT/run`` → the label accuracy of every label rule against the oracle → the trained PRM on
+Toy *train* problems → ``pipelines/demo.yaml`` (mcts → verify → filter → train-prm) on
+``OUTPUT/run`` → the label accuracy of every label rule that needs no judge against the oracle → the trained PRM on
 an oracle-labelled toy ProcessBench set → Best-of-N against majority vote and pass@N →
 ``report.md``, ``report.json`` (every artefact's path and the headline numbers) and plots.
 Every piece is cached in OUTPUT, so a rerun only redoes what is missing.
@@ -19,14 +19,15 @@ from typing import Any, Callable, Optional
 from prmfactory.fileio import atomic_write_text
 from prmfactory.store import Run
 
-RULES = ("mc", "consensus", "hybrid", "rpe", "grounded")
+# the rules that need no judge: the demo runs none (pipelines/demo.yaml says why); consensus needs one
+RULES = ("mc", "hybrid", "rpe", "grounded")
 
 
 @dataclass(frozen=True)
 class DemoSize:
     train_problems: int = 120
-    test_solutions: int = 200
-    bon_problems: int = 40
+    test_solutions: int = 400  # enough correct solutions for acc_cor to mean something (about 80)
+    bon_problems: int = 100  # a standard error of about 0.05 on a Best-of-N accuracy
     bon_samples: int = 8
 
 
@@ -42,7 +43,8 @@ def rule_accuracy(run: Run, rule: str, folder: Path) -> dict[str, Any]:
     shutil.rmtree(folder, ignore_errors=True)
     shutil.copytree(run.root, folder, ignore=shutil.ignore_patterns(".lock", ".aside", "prm", "*.tmp-*"))
     report = execute("filter", Run(folder), FilterConfig(rule=rule, quiet=True), force=True)
-    return {**label_accuracy(Run(folder).read("steps").to_pylist()), "keep_rate": report.details["keep_rate"]}
+    return {**label_accuracy(Run(folder).read("steps").to_pylist()), "keep_rate": report.details["keep_rate"],
+            "distinct_rate": report.details["distinct_rate"]}
 
 
 def _plot_rules(rules: dict[str, dict[str, Any]], path: Path) -> None:
@@ -82,14 +84,17 @@ def _goals_table(report: dict[str, Any]) -> list[str]:
 def _markdown(report: dict[str, Any]) -> str:
     head = report["headline"]
     lines = ["# prmfactory demo", "",
-             f"{head['train_problems']} toy problems searched (OmegaPRM, toy policy), verified (sympy), judged (toy judge, "
-             f"3 votes) and labelled; a discriminative PRM trained on the `{head['rule']}` labels; everything offline.", "",
+             f"{head['train_problems']} toy problems searched (OmegaPRM, toy policy), verified (sympy) and labelled; a "
+             f"discriminative PRM trained on the `{head['rule']}` labels; everything offline. No judge: the toy judge "
+             "is worse than always answering \"no error\" (BENCHMARKS.md).", "",
              *_goals_table(report), "",
              "## Step labels against the oracle", "", "![labels](labels.png)", "",
-             "| rule | rows | labels | acc_err | acc_cor | F1 | keep-rate |", "|---|---:|---:|---:|---:|---:|---:|"]
+             "Keep-rate: the share of candidate solutions whose labels reach the training rows (a duplicate reaches "
+             "them through the row it copies); distinct: training rows per candidate solution.", "",
+             "| rule | rows | labels | acc_err | acc_cor | F1 | keep-rate | distinct |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for rule, r in report["rules"].items():
         lines.append(f"| {rule} | {r['rows']} | {r['labels']} | {r['acc_err']:.3f} | {r['acc_cor']:.3f} | "
-                     f"{r['f1']:.3f} | {r['keep_rate']} |")
+                     f"{r['f1']:.3f} | {r['keep_rate']} | {r['distinct_rate']} |")
     pb, cal = report["processbench"]["splits"]["toy"], report["processbench_dev_threshold"]
     lines += ["", "## The PRM on held-out toy solutions (ProcessBench protocol, oracle labels)", "",
               "![processbench](eval-processbench/metrics.png)", "",

@@ -17,7 +17,7 @@ def test_quick_demo_runs_end_to_end_and_a_rerun_reuses_everything(tmp_path):
     saved = json.loads((output / "report.json").read_text())
     for name, path in saved["artefacts"].items():
         assert Path(path).exists(), name
-    assert set(saved["rules"]) == {"mc", "consensus", "hybrid", "rpe", "grounded"}
+    assert set(saved["rules"]) == {"mc", "hybrid", "rpe", "grounded"}
     assert saved["processbench"]["splits"]["toy"]["n"] == SIZES["quick"].test_solutions
     assert saved["bon"]["problems"] == SIZES["quick"].bon_problems and saved["bon"]["samples"] == SIZES["quick"].bon_samples
     assert 0 <= report["headline"]["prm_processbench_f1"] <= 1
