@@ -210,9 +210,9 @@ def test_processbench_metrics_match_eval_on_the_same_predictions(tmp_path):
     ("Ann has 30 cards and triples them.", [], "Ann has 30 * 2 = 70.", "incorrect"),
 ])
 def test_grounding_keeps_correct_only_for_computations_on_given_numbers(problem_text, earlier, step, verdict):
-    from prmfactory.verify.grounding import given_numbers, with_grounding
+    from prmfactory.verify.grounding import given_before_each, with_grounding
 
-    result = with_grounding(verify_step(step), given_numbers(problem_text, earlier))
+    result = with_grounding(verify_step(step), given_before_each(problem_text, [*earlier, step])[-1])
     assert result.verdict == verdict
     if verdict == "unverifiable":
         assert [c["kind"] for c in result.claim_rows()] == ["ungrounded"]

@@ -278,9 +278,19 @@ def verify_step(step: str) -> StepVerdict:
             verdict = ClaimVerdict(verdict.text, verdict.kind, UNVERIFIABLE, verdict.value_found,
                                    f"{verdict.value_claimed} (not asserted: tested or rejected)")
         verdicts.append(verdict)
-    kinds = {v.verdict for v in verdicts}
-    overall = INCORRECT if INCORRECT in kinds else CORRECT if CORRECT in kinds else UNVERIFIABLE
-    return StepVerdict(overall, tuple(verdicts))
+    return StepVerdict(step_verdict(verdicts), tuple(verdicts))
+
+
+def step_verdict(claims: Sequence[ClaimVerdict]) -> str:
+    """A step's verdict from its claims': incorrect if any is; unverifiable if a computation is
+    ungrounded (:mod:`prmfactory.verify.grounding`: the tool cannot vouch for the step); correct if
+    some claim is; unverifiable otherwise."""
+    kinds = {c.verdict for c in claims}
+    if INCORRECT in kinds:
+        return INCORRECT
+    if any(c.kind == "ungrounded" for c in claims):
+        return UNVERIFIABLE
+    return CORRECT if CORRECT in kinds else UNVERIFIABLE
 
 
 def _verify_steps(steps: list[str]) -> list[StepVerdict]:

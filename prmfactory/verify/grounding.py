@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import re
 from fractions import Fraction
-from typing import Iterable
+from typing import Sequence
 
-from prmfactory.verify.check import CORRECT, INCORRECT, UNVERIFIABLE, ClaimVerdict, StepVerdict
+from prmfactory.verify.check import CORRECT, UNVERIFIABLE, ClaimVerdict, StepVerdict, step_verdict
 from prmfactory.verify.claims import normalise
 
 # Number words of everyday problem text, as the value an operand would take.
@@ -58,12 +58,14 @@ def numbers_in(text: str) -> set[Fraction]:
     return found
 
 
-def given_numbers(problem: str, earlier_steps: Iterable[str]) -> set[Fraction]:
-    """The numbers a step may compute with: the problem's, and those of the steps before it."""
+def given_before_each(problem: str, steps: Sequence[str]) -> list[set[Fraction]]:
+    """For each step, the numbers it may compute with: the problem's, and those of the steps before it."""
     given = set(ALWAYS_GIVEN) | numbers_in(problem)
-    for step in earlier_steps:
-        given |= numbers_in(step)
-    return given
+    result = []
+    for step in steps:
+        result.append(given)
+        given = given | numbers_in(step)
+    return result
 
 
 def ungrounded_operand(claim: ClaimVerdict, given: set[Fraction]) -> Fraction | None:
@@ -73,21 +75,10 @@ def ungrounded_operand(claim: ClaimVerdict, given: set[Fraction]) -> Fraction | 
 
 
 def with_grounding(verdict: StepVerdict, given: set[Fraction]) -> StepVerdict:
-    """``verdict`` with each correct computation on a number not given made ``ungrounded`` (unverifiable).
-
-    The step is then incorrect if any claim is, unverifiable if any computation is ungrounded
-    (the tool cannot vouch for the step), correct if some claim is, and unverifiable otherwise.
-    """
+    """``verdict`` with each correct computation on a number not given made ``ungrounded`` (unverifiable)."""
     claims = []
     for claim in verdict.claims:
         missing = ungrounded_operand(claim, given) if claim.verdict == CORRECT and claim.kind in GROUNDED_KINDS else None
         claims.append(claim if missing is None else ClaimVerdict(
             claim.text, "ungrounded", UNVERIFIABLE, claim.value_found, f"{missing} is in neither the problem nor an earlier step"))
-    kinds = {c.verdict for c in claims}
-    if INCORRECT in kinds:
-        overall = INCORRECT
-    elif any(c.kind == "ungrounded" for c in claims):
-        overall = UNVERIFIABLE
-    else:
-        overall = CORRECT if CORRECT in kinds else UNVERIFIABLE
-    return StepVerdict(overall, tuple(claims))
+    return StepVerdict(step_verdict(claims), tuple(claims))

@@ -21,7 +21,7 @@ from prmfactory.rows import VerdictsRow
 from prmfactory.stages import Stage, StageContext, StageReport
 from prmfactory.verify.config import VerifyConfig
 from prmfactory.verify.check import CORRECT, INCORRECT, UNVERIFIABLE, ClaimVerdict, StepVerdict, StepVerifier
-from prmfactory.verify.grounding import given_numbers, with_grounding
+from prmfactory.verify.grounding import given_before_each, with_grounding
 
 LOG = logging.getLogger("prmfactory")
 
@@ -63,10 +63,12 @@ class VerifyStage(Stage, name="verify", config=VerifyConfig, reads=("problems", 
                 new_steps = sorted({steps[index] for _, index, steps in targets} - set(cache))
                 cache.update(zip(new_steps, verifier.verify(new_steps)))
                 verdict_rows: list[VerdictsRow] = []
+                given = {row["node_id"]: given_before_each(problems[question_id], row["steps"])
+                         for row in rows} if config.check_grounding else {}
                 for node_id, index, steps in targets:
                     step, verdict = steps[index], cache[steps[index]]
                     if config.check_grounding:
-                        verdict = with_grounding(verdict, given_numbers(problems[question_id], steps[:index]))
+                        verdict = with_grounding(verdict, given[node_id][index])
                     if config.check_final_answers:
                         verdict = _with_final_answer(verdict, step, references[question_id], checker)
                     counts[verdict.verdict] += 1
