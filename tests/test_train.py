@@ -296,7 +296,7 @@ def test_critiques_find_the_claims_of_a_row_cut_after_its_first_error(tmp_path):
                     "verdicts": [{"question_id": "q1", "node_id": "3", "step_index": i, "verdict": v, "claims": c}
                                  for i, (v, c) in enumerate(zip(["correct", "incorrect", "unverifiable"], claims))]})
     execute("filter", run, FilterConfig(rule="grounded", quiet=True))
-    (row,) = with_verifications(load_training_data(run.root, None))
+    (row,) = with_verifications(load_training_data(run.root, None, with_claims=True))
     assert row["completions"] == ["a", "b"] and row["source_node_ids"][-1] is None
     assert row["verifications"] == ["1 + 1 = 2, ok", "2 + 2 = 4, not 5"]
 

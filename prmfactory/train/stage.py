@@ -43,8 +43,12 @@ class TrainingData:
     claims: dict[tuple[str, tuple[str, ...]], list[dict[str, Any]]]  # (question, steps through k) -> step k's claims
 
 
-def load_training_data(path: Path, segmentation: str | None) -> TrainingData:
-    """Rows from a run folder's ``steps/`` or from Parquet shards; every row is checked."""
+def load_training_data(path: Path, segmentation: str | None, *, with_claims: bool = False) -> TrainingData:
+    """Rows from a run folder's ``steps/`` or from Parquet shards; every row is checked.
+
+    ``with_claims`` also reads verify's claims for each step (the generative critiques need them;
+    the run's ``nodes`` and ``verdicts`` are read only then).
+    """
     import pyarrow.parquet as pq
 
     run = Run(path)
@@ -58,7 +62,7 @@ def load_training_data(path: Path, segmentation: str | None) -> TrainingData:
         # run.read verified every shard against the manifest's sha256: these are the hashes of the bytes read
         lineage = {"runs": [str(path.resolve())], "rule": filter_config.get("rule"), "filter": filter_config,
                    "shards": [{"file": s["file"], "rows": s["rows"], "sha256": s["sha256"]} for s in run.shards("steps")]}
-        if "verdicts" in run.datasets():
+        if with_claims and "verdicts" in run.datasets():
             # keyed by the step's prefix, not its node: a row cut after its first error has no node of its own
             prefixes = {(n["question_id"], n["node_id"]): n["steps"]
                         for n in run.read("nodes").select(["question_id", "node_id", "steps"]).to_pylist()}
@@ -226,7 +230,7 @@ class TrainPrmStage(Stage, name="train-prm", config=TrainPrmConfig, reads=("step
         if ctx.run.root.exists() and not ctx.run.root.is_dir():
             raise UsageError(f"{ctx.run.root}: not a folder; give a folder for the PRM")
         require_model(ctx.config.base)
-        data = load_training_data(ctx.source.path, ctx.config.segmentation)
+        data = load_training_data(ctx.source.path, ctx.config.segmentation, with_claims=ctx.config.kind == "generative")
         if not data.rows:
             raise UsageError(f"{ctx.source.path}: no training rows")
         return data
