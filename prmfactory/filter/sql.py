@@ -11,6 +11,9 @@ from typing import Callable
 
 # Per-step list columns: truncating a row cuts all of them to the same length.
 STEP_COLUMNS = ("completions", "labels", "soft_labels", "source_node_ids", "mc_values", "mc_rollouts", "tool_verdicts")
+# Each candidate's position in the stage's input, carried through every filter: the stage finds what a
+# filter removed by it, and the order of rows (and the copy dedupe keeps) follows it, not duckdb's threads.
+ROW_ID = "_row"
 
 
 def _truncate_after_first_error(_: object) -> str:
@@ -25,7 +28,7 @@ FILTERS: dict[str, Callable[[object], str]] = {
     # identical (step sequence, labels) rows of one question: keep the first; after the truncation,
     # which makes many paths that share a wrong prefix identical
     "dedupe": lambda _: ("SELECT * FROM rows QUALIFY row_number() OVER "
-                         "(PARTITION BY question_id, completions, labels ORDER BY source_node_ids[-1]) = 1"),
+                         f"(PARTITION BY question_id, completions, labels ORDER BY {ROW_ID}) = 1"),
     # every intermediate estimate rests on at least N rollouts (the last step is the answer itself)
     "min_rollouts": lambda n: (f"SELECT * FROM rows WHERE NOT list_bool_or(list_transform("
                                f"list_slice(mc_rollouts, 1, len(mc_rollouts) - 1), lambda r: r > 0 AND r < {int(n)}))"

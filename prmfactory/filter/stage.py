@@ -23,7 +23,7 @@ from prmfactory import schemas
 from prmfactory.filter.config import FilterConfig
 from prmfactory.filter.rules import (HybridWeights, Labels, PathEvidence, consensus_labels, grounded_labels,
                                      hybrid_labels, mc_labels, rpe_labels)
-from prmfactory.filter.sql import FILTERS
+from prmfactory.filter.sql import FILTERS, ROW_ID
 from prmfactory.rows import RejectedRow, StepsRow
 from prmfactory.stages import Stage, StageContext, StageReport
 from prmfactory.store import Run
@@ -83,7 +83,6 @@ def training_row(path: PathEvidence, result: Labels, rule: str) -> StepsRow:
             "rule": rule, "segmentation": path.segmentation}
 
 
-ROW_ID = "_row"  # a candidate's position, carried through the SQL filters to find what each one removed
 
 
 def rejected_row(question_id: str, node_id: str | None, completions: list[str], labels: list[bool] | None,
@@ -109,7 +108,7 @@ def apply_filters(table: pa.Table, config: FilterConfig) -> tuple[pa.Table, list
         if value is None or value is False:
             continue
         con.register("rows", table)
-        result = con.sql(sql(value)).to_arrow_table().select(carried.names).cast(carried)
+        result = con.sql(sql(value)).to_arrow_table().select(carried.names).cast(carried).sort_by(ROW_ID)
         con.unregister("rows")
         kept = set(result.column(ROW_ID).to_pylist())
         rejected += [rejected_row(row["question_id"], row["source_node_ids"][-1], row["completions"], row["labels"], name)
