@@ -89,7 +89,7 @@ def main(args) -> dict:
 
     from prmfactory.rl import grpo_reward
     from prmfactory.serve.client import running_server
-    from prmfactory.toy import resolve_model
+    from prmfactory.models import resolve_model
     from prmfactory.toy.problems import generate, to_input_row
 
     torch.set_num_threads(1)

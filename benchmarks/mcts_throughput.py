@@ -30,7 +30,7 @@ from prmfactory.engines.base import Completion, EngineStats, Prompt, SamplingSpe
 from prmfactory.engines.vllm import VllmEngine
 from prmfactory.search.stage import search_questions
 from prmfactory.store import Run
-from prmfactory.toy import resolve_model
+from prmfactory.models import resolve_model
 from prmfactory.toy.problems import generate, to_input_row
 
 

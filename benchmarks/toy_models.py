@@ -19,7 +19,7 @@ import re
 from prmfactory.engines.base import Message, Prompt, SamplingSpec, chat_messages
 from prmfactory.engines.vllm import VllmEngine
 from prmfactory.steps import Segmenter
-from prmfactory.toy import resolve_model
+from prmfactory.models import resolve_model
 from prmfactory.toy.critique import judge_prompt
 from prmfactory.toy.oracle import final_answer_correct, first_error
 from prmfactory.toy.problems import generate

@@ -28,6 +28,9 @@ app = typer.Typer(
 toy_app = typer.Typer(help="The offline arithmetic toy domain: problems, oracle, tiny policy and judge.",
                       no_args_is_help=True)
 app.add_typer(toy_app, name="toy")
+models_app = typer.Typer(help="Model names: the toy models, GGUF aliases (smollm2) and the converted-GGUF cache.",
+                         no_args_is_help=True)
+app.add_typer(models_app, name="models")
 
 
 @app.callback()
@@ -550,15 +553,15 @@ def toy_build(
     from prmfactory.config import build_config
     from prmfactory.errors import PrmfactoryError
     from prmfactory.resources import resource_dir
-    from prmfactory.toy import MODEL_ALIASES, MODELS_DIR
+    from prmfactory.models import TOY_MODELS, TOY_MODELS_DIR
 
     if retrain:
         from prmfactory.toy.build import ToyBuildConfig, build
 
         recipe = config or resource_dir("pipelines") / "toy_build.yaml"
-        report = build(build_config(ToyBuildConfig, "toy_build", recipe, {}), MODELS_DIR)
+        report = build(build_config(ToyBuildConfig, "toy_build", recipe, {}), TOY_MODELS_DIR)
         print(json.dumps({k: v for k, v in report.items() if k != "config"}, indent=1))
-    for name, path in MODEL_ALIASES.items():
+    for name, path in TOY_MODELS.items():
         if not (path / "config.json").exists():
             raise PrmfactoryError(f"toy model {name!r} missing at {path}; run `prmfactory toy build --retrain`")
         print(f"{name}\t{path}")
@@ -577,6 +580,30 @@ def toy_check(
     lines, problems = check_file(input)
     atomic_write_text(output, "".join(json.dumps(line) + "\n" for line in lines))
     print(f"checked {len(lines) - problems} solutions, {problems} not toy problems (see 'error'); wrote {output}")
+
+
+@models_app.command("list")
+@handled
+def models_list() -> None:
+    """Every model alias, where it lives, and the GGUF conversions in the cache ($PRMFACTORY_MODEL_CACHE)."""
+    from rich.table import Table
+
+    from prmfactory.models import model_cache_dir, model_table
+    from prmfactory.progress import console
+
+    table = Table("name", "kind", "source", "path", title=f"models (cache {model_cache_dir()})")
+    for row in model_table():
+        table.add_row(row["name"], row["kind"], row["source"], row["path"])
+    console.print(table)
+
+
+@models_app.command("prepare")
+@handled
+def models_prepare(name: Annotated[str, typer.Argument(help="An alias (smollm2, toy, ...) or a .gguf file.")]) -> None:
+    """Convert a GGUF alias or file into the cache once (a lock guards concurrent runs) and print its folder."""
+    from prmfactory.models import require_model
+
+    print(require_model(name))
 
 
 def main() -> None:

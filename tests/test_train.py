@@ -16,7 +16,7 @@ from prmfactory.eval.sampling import Candidate
 from prmfactory.prm import PRM, aggregate
 from prmfactory.stages import StageInput, execute
 from prmfactory.store import Run
-from prmfactory.toy import MODEL_ALIASES
+from prmfactory.models import TOY_MODELS
 from prmfactory.toy.critique import corrupt
 from prmfactory.toy.oracle import first_error
 from prmfactory.toy.problems import generate
@@ -28,7 +28,7 @@ from prmfactory.train.formats import IGNORE_INDEX, CritiqueEncoder, StepEncoder
 def tokenizer():
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(MODEL_ALIASES["toy"])
+    return AutoTokenizer.from_pretrained(TOY_MODELS["toy"])
 
 
 def test_each_label_sits_on_the_last_separator_token_after_its_step(tokenizer):
@@ -92,7 +92,7 @@ def test_discriminative_training_learns_and_saves_a_loadable_prm_with_a_card(dis
     output, stage_report = discriminative_prm
     report = stage_report.details
     assert report["last_logged_loss"] < report["first_logged_loss"]
-    assert _weights_changed(MODEL_ALIASES["toy"], output)
+    assert _weights_changed(TOY_MODELS["toy"], output)
     meta = json.loads((output / "prm.json").read_text())
     assert meta["kind"] == "discriminative" and meta["lineage"]["rows"] == 96
     card = (output / "README.md").read_text()
@@ -122,7 +122,7 @@ def test_soft_labels_and_lora_train_and_merge(shards, tmp_path):
     assert report["last_logged_loss"] < report["first_logged_loss"]
     model = AutoModelForTokenClassification.from_pretrained(tmp_path)  # merged: a plain model, no adapter files
     assert not (tmp_path / "adapter_config.json").exists() and model.config.num_labels == 2
-    assert _weights_changed(MODEL_ALIASES["toy"], tmp_path)
+    assert _weights_changed(TOY_MODELS["toy"], tmp_path)
 
 
 @pytest.mark.slow

@@ -28,7 +28,7 @@ ENGINES: dict[str, Callable[..., Engine]] = {"vllm": _vllm, "openai": _openai}
 
 def create_engine(model: str, config: "EngineConfig", seed: int) -> Engine:
     """The backend ``config.backend`` serving ``model`` (``toy`` / ``toy-judge`` resolve to the toy models)."""
-    from prmfactory.resources import resolve_model
+    from prmfactory.models import resolve_model
 
     return ENGINES[config.backend](model=resolve_model(model), seed=seed, **config.model_dump(exclude={"backend"}))
 

@@ -26,7 +26,7 @@ from prmfactory.judge.parse import PARSERS, majority
 from prmfactory.judge.render import render
 from prmfactory.fileio import sha256_text
 from prmfactory.progress import stage_progress
-from prmfactory.resources import require_model
+from prmfactory.models import require_model
 from prmfactory.rows import JudgementsRow
 from prmfactory.stages import Stage, StageContext, StageReport
 from prmfactory.store import CommitBuffer

@@ -28,7 +28,7 @@ from prmfactory.errors import UsageError
 from prmfactory.fileio import atomic_write_text
 from prmfactory.inputs import InputIssue, load_problems
 from prmfactory.progress import stage_progress
-from prmfactory.resources import require_model
+from prmfactory.models import require_model
 from prmfactory.rows import QuestionsRow
 from prmfactory.search.config import MctsConfig
 from prmfactory.search.montecarlo import search_mc

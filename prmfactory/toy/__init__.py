@@ -6,7 +6,6 @@ training; ``prmfactory toy build --retrain`` reproduces them from ``pipelines/to
 
 from __future__ import annotations
 
-from prmfactory.resources import MODEL_ALIASES, resolve_model
-from prmfactory.resources import TOY_MODELS_DIR as MODELS_DIR
+from prmfactory.models import TOY_MODELS, TOY_MODELS_DIR
 
-__all__ = ["MODELS_DIR", "MODEL_ALIASES", "resolve_model"]
+__all__ = ["TOY_MODELS", "TOY_MODELS_DIR"]

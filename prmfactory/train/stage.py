@@ -23,7 +23,7 @@ from prmfactory.config import dump_yaml
 from prmfactory.errors import UsageError
 from prmfactory.fileio import sha256_file
 from prmfactory.stages import Stage, StageContext, StageInput, StageReport
-from prmfactory.resources import require_model
+from prmfactory.models import require_model
 from prmfactory.store import Run
 from prmfactory.train.config import TrainPrmConfig
 
@@ -271,7 +271,7 @@ def train(config: TrainPrmConfig, data: TrainingData, data_path: Path, output: P
 
     from prmfactory.fileio import atomic_write_text
     from prmfactory.prm_folder import PRMMeta
-    from prmfactory.resources import resolve_model
+    from prmfactory.models import resolve_model
     from prmfactory.train.card import write_model_card
 
     if config.threads:
