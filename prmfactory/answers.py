@@ -1,7 +1,10 @@
 """Final-answer extraction and equivalence (math-verify), time-bounded in a worker process.
 
-The answer of a completion is the content of its last ``\\boxed{...}`` (brace-balanced; math-verify
-extracts and normalises but does not hand back the raw string, so this scan is hand-written).
+The answer of a completion is the content of its last ``\\boxed{...}`` (brace-balanced); a completion
+without one falls back to the free-text forms real instruct models write instead: GSM8K's final
+``#### 18`` line, then the last "the answer is: 18" (MetaMath's format, which SmolLM2 and many small
+models learnt). math-verify extracts and normalises but does not hand back the raw string, so this
+scan is hand-written.
 Equivalence with the reference is math-verify's ``verify`` on both strings parsed as LaTeX —
 never a substring test. Model output is untrusted, so parsing and verification run in a
 separate process with a wall-clock limit per answer; a check that runs over it is killed and
@@ -10,6 +13,7 @@ counts as not equivalent (DESIGN.md §3.6: no ``signal.alarm``).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -41,6 +45,22 @@ def extract_boxed(text: str) -> str | None:
     """Content of the last closed ``\\boxed{...}`` in ``text``, or None when there is none (or it is empty)."""
     contents = boxed_contents(text)
     return contents[-1] or None if contents else None
+
+
+_GSM8K_FINAL = re.compile(r"(?m)^\s*####\s*(\S[^\n]*?)\s*$")
+_ANSWER_IS = re.compile(r"(?i)\banswer\s+is\s*[:：]?\s*\$?([^\n$]+?)\$?\s*(?:\.(?=\s|$)|\n|$)")
+
+
+def extract_answer(text: str) -> str | None:
+    """The final answer a completion states: its last ``\\boxed{}``, else a ``####`` line, else "the answer is X"."""
+    boxed = extract_boxed(text)
+    if boxed is not None:
+        return boxed
+    for pattern in (_GSM8K_FINAL, _ANSWER_IS):
+        found = pattern.findall(text)
+        if found and found[-1].strip():
+            return found[-1].strip()[:MAX_ANSWER_CHARS]
+    return None
 
 
 def _warm_up() -> None:
@@ -79,7 +99,7 @@ class AnswerChecker(WorkerClient):
 
     def check(self, reference: str, completions: Sequence[str]) -> list[AnswerCheck]:
         """The extracted answer of each completion and whether it is equivalent to ``reference``."""
-        answers = [extract_boxed(text) for text in completions]
+        answers = [extract_answer(text) for text in completions]
         todo = sorted({(reference, a) for a in answers if a is not None and (reference, a) not in self._cache})
         results = self._worker.map(todo)
         self._cache.update((pair, result is True) for pair, result in zip(todo, results))

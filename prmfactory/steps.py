@@ -10,7 +10,10 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-SegmentationName = Literal["blank_line", "step_prefix"]
+# blank_line: steps are paragraphs (PRM800K / Qwen-Math style); line: every non-empty line is a step
+# (what small instruct models such as SmolLM2 write, Math-Shepherd's "one step per line");
+# step_prefix: "Step k:" headers.
+SegmentationName = Literal["blank_line", "line", "step_prefix"]
 _STEP_PREFIX = re.compile(r"(?m)^\s*Step\s+\d+\s*[:.]\s*")
 
 
@@ -23,18 +26,20 @@ class Segmenter:
     @property
     def separator(self) -> str:
         """Text placed between steps when joining (and the stop string for one-step generation)."""
-        return "\n\n"
+        return "\n" if self.name == "line" else "\n\n"
 
     def split(self, text: str) -> list[str]:
         """Non-empty steps of ``text``, stripped of the separator and surrounding whitespace."""
         if self.name == "blank_line":
             parts = re.split(r"\n[ \t]*\n", text)
+        elif self.name == "line":
+            parts = text.split("\n")
         else:
             parts = _STEP_PREFIX.split(text)
         return [p.strip() for p in parts if p.strip()]
 
     def join(self, steps: list[str]) -> str:
-        if self.name == "blank_line":
+        if self.name != "step_prefix":
             return self.separator.join(steps)
         return self.separator.join(f"Step {i + 1}: {s}" for i, s in enumerate(steps))
 

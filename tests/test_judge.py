@@ -26,6 +26,11 @@ from tests.test_store import problem
     ("\\boxed{1} ... no, \\boxed{2}", None),      # boxes that disagree
     ("\\boxed{1} so the answer is \\boxed{1}", 1),  # boxes that agree
     ("\\boxed{1", None),                         # unclosed
+    ("The first mistake is step 2.", 2),           # the free-text form small models write
+    ("The first mistake is the incorrect step 1.", 1),
+    ("The first error is in step [0]", 0),
+    ("The first mistake is step 9.", None),        # out of range
+    ("The first step is incorrect.", None),
 ])
 def test_parse_critic(text, expected):
     assert parse_critic(text, num_steps=3) == expected

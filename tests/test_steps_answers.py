@@ -1,6 +1,6 @@
 import pytest
 
-from prmfactory.answers import AnswerChecker, extract_boxed
+from prmfactory.answers import AnswerChecker, extract_answer, extract_boxed
 from prmfactory.steps import Segmenter
 
 
@@ -19,6 +19,30 @@ def test_step_prefix_segmentation():
     assert segmenter.split(text) == ["add 2 and 3.", "so 5.", "The answer is 5."]
     assert segmenter.prefix_text(["a", "b"]) == "Step 1: a\n\nStep 2: b\n\nStep 3: "
     assert segmenter.split(segmenter.join(["a", "b"])) == ["a", "b"]
+
+
+def test_line_segmentation_is_one_step_per_line():
+    segmenter = Segmenter("line")
+    text = "Janet lays 16 eggs.\nShe eats 3, so 16 - 3 = 13.\n\n  \n#### 13\n"
+    steps = segmenter.split(text)
+    assert steps == ["Janet lays 16 eggs.", "She eats 3, so 16 - 3 = 13.", "#### 13"]
+    assert segmenter.split(segmenter.join(steps)) == steps
+    assert segmenter.prefix_text(steps[:2]) == "Janet lays 16 eggs.\nShe eats 3, so 16 - 3 = 13.\n"
+
+
+@pytest.mark.parametrize("text, answer", [
+    ("so \\boxed{18}. The answer is 3", "18"),  # a box wins over any free-text form
+    ("She makes 64 * 12 = 760 dollars.\n#### 7\nThe answer is: 7", "7"),
+    ("#### 1,250\n", "1,250"),
+    ("So, the answer is 4.", "4"),
+    ("The answer is: 12 eggs per day.\nDone.", "12 eggs per day"),
+    ("the answer is $\\frac{1}{2}$.", "\\frac{1}{2}"),
+    ("The answer is 5. Then the answer is 6.", "6"),
+    ("the answer 1/2", None),
+    ("The answer is", None),
+])
+def test_extract_answer_falls_back_to_free_text_forms(text, answer):
+    assert extract_answer(text) == answer
 
 
 @pytest.mark.parametrize("text, answer", [
@@ -44,6 +68,12 @@ def test_equivalence_is_mathematical_not_textual(checker):
                                              "the answer 1/2", "\\boxed{\\frac{1}{2}}"])
     assert [c.correct for c in checks] == [True, True, True, False, False, True]
     assert checks[4].answer is None and checks[0].answer == "0.5"
+
+
+def test_free_text_answers_are_checked_like_boxed_ones(checker):
+    checks = checker.check("72", ["48 + 24 = 72\n#### 72", "So the answer is: 72.", "The answer is 27", "no answer"])
+    assert [c.correct for c in checks] == [True, True, False, False]
+    assert checks[3].answer is None
 
 
 def test_substring_is_not_a_match(checker):

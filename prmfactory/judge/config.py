@@ -8,7 +8,7 @@ from pydantic import Field
 
 from prmfactory.config import EngineConfig, StageConfig, runtime_field
 from prmfactory.errors import UsageError
-from prmfactory.judge.render import DEFAULT_TEMPLATES, TOY_TEMPLATE
+from prmfactory.judge.render import DEFAULT_TEMPLATES, SHIPPED_TEMPLATES, TOY_TEMPLATE
 
 
 class JudgeConfig(StageConfig):
@@ -16,7 +16,8 @@ class JudgeConfig(StageConfig):
 
     judge: str = Field(description="Judge model: a model id, a local path, or `toy-judge`.")
     mode: Literal["critic", "per_step"] = Field("critic", description="Prompt and answer format.")
-    template: Optional[str] = Field(None, description="Prompt template file; default: the mode's shipped template.")
+    template: Optional[str] = Field(None, description="Prompt template: a file, or a shipped one by name (critic, "
+                                                      "per_step, short_critic, toy_critic); default: the mode's.")
     votes: int = Field(1, ge=1, description="Samples per solution; the majority first-error index wins.")
     temperature: float = Field(0.7, ge=0, description="Sampling temperature (votes > 1 need it above 0).")
     max_new_tokens: int = Field(1024, ge=1, description="Longest judge output in tokens.")
@@ -28,7 +29,7 @@ class JudgeConfig(StageConfig):
 
     def template_text(self) -> str:
         if self.template:
-            path = self.template
+            path = SHIPPED_TEMPLATES.get(self.template, self.template)
         elif self.judge == "toy-judge":
             path = TOY_TEMPLATE
         else:

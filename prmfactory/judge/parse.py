@@ -12,16 +12,23 @@ from typing import Sequence
 from prmfactory.answers import boxed_contents
 
 _INTEGER = re.compile(r"\s*(-?\d+)\s*")
+# "The first mistake is (in) (the incorrect) step 2": how small instruct models (SmolLM2) answer the
+# short critic prompt when they leave out the box.
+_FIRST_MISTAKE = re.compile(r"(?i)\bfirst\s+(?:mistake|error)\s+is\s+(?:in\s+)?(?:[a-z]+\s+){0,2}?"
+                            r"(?:step|paragraph)\s*\[?(\d+)\]?")
 _STEP_VERDICT = re.compile(r"Step\s+(\d+)\s*:\s*\\boxed\{\s*(correct|incorrect)\s*\}", re.IGNORECASE)
 
 
 def parse_critic(text: str, num_steps: int) -> int | None:
     """The first-error index in the output's ``\\boxed{}`` (−1: none), or None when malformed.
 
-    Malformed: no box, a box that is not an integer, an index outside [−1, num_steps − 1], or
-    several boxes that disagree.
+    Without a box, "the first mistake is step N" counts as N. Malformed: neither, a box that is not
+    an integer, an index outside [−1, num_steps − 1], or several boxes that disagree.
     """
     values = set(boxed_contents(text))
+    if not values:
+        stated = _FIRST_MISTAKE.search(text)
+        values = {stated.group(1)} if stated else set()
     if len(values) != 1:
         return None
     match = _INTEGER.fullmatch(values.pop())

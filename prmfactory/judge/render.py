@@ -10,6 +10,7 @@ from pathlib import Path
 
 PROMPTS_DIR = Path(__file__).resolve().parent / "prompts"
 DEFAULT_TEMPLATES = {"critic": PROMPTS_DIR / "critic.txt", "per_step": PROMPTS_DIR / "per_step.txt"}
+SHIPPED_TEMPLATES = {path.stem: path for path in sorted(PROMPTS_DIR.glob("*.txt"))}
 TOY_TEMPLATE = PROMPTS_DIR / "toy_critic.txt"
 
 

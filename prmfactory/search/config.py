@@ -8,6 +8,7 @@ from pydantic import Field, model_validator
 
 from prmfactory.config import EngineConfig, StageConfig, runtime_field
 from prmfactory.engines.base import DEFAULT_SYSTEM_PROMPT
+from prmfactory.steps import SegmentationName
 
 
 class MctsConfig(StageConfig):
@@ -21,8 +22,9 @@ class MctsConfig(StageConfig):
     strategy: Literal["omegaprm", "mc"] = Field("omegaprm", description="`omegaprm` (binary-search MCTS) or `mc` (Math-Shepherd).")
     engine: EngineConfig = Field(default_factory=EngineConfig, description="Generation backend.")
     system_prompt: Optional[str] = Field(DEFAULT_SYSTEM_PROMPT, description="System message; null for none.")
-    segmentation: Literal["blank_line", "step_prefix"] = Field(
-        "blank_line", description="How solutions are split into steps (recorded so training splits the same way).")
+    segmentation: SegmentationName = Field(
+        "blank_line", description="How solutions are split into steps: `blank_line`, `line` or `step_prefix` (recorded so "
+                                  "training splits the same way).")
     temperature: float = Field(0.7, ge=0, description="Sampling temperature of rollouts.")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling.")
     max_new_tokens: int = Field(1024, ge=1, description="Longest rollout in tokens.")

@@ -7,6 +7,7 @@ from typing import Any, Literal, Optional
 from pydantic import Field
 
 from prmfactory.config import StageConfig, runtime_field
+from prmfactory.steps import SegmentationName
 
 
 class TrainPrmConfig(StageConfig):
@@ -16,7 +17,7 @@ class TrainPrmConfig(StageConfig):
     base: str = Field("toy", description="Base model id or local path (`toy` for the toy policy).")
     soft_labels: bool = Field(False, description="Discriminative: BCE on the MC value (`soft_labels`) instead of hard labels.")
     last_step_only: bool = Field(False, description="Discriminative: train on the last kept step's label only.")
-    segmentation: Optional[Literal["blank_line", "step_prefix"]] = Field(
+    segmentation: Optional[SegmentationName] = Field(
         None, description="Step separator of rows that do not record one (plain stepwise Parquet); "
                           "default: the rows' own `segmentation`, else blank_line.")
     max_length: int = Field(512, ge=16, description="Longest tokenized example; whole steps beyond it are dropped and counted.")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 
-from prmfactory.answers import AnswerChecker, extract_boxed
+from prmfactory.answers import AnswerChecker, extract_answer
 from prmfactory.progress import stage_progress
 from prmfactory.rows import VerdictsRow
 from prmfactory.stages import Stage, StageContext, StageReport
@@ -29,7 +29,7 @@ LOG = logging.getLogger("prmfactory")
 
 
 def _with_final_answer(verdict: StepVerdict, step: str, reference: str, checker: AnswerChecker) -> StepVerdict:
-    answer = extract_boxed(step)
+    answer = extract_answer(step)
     if answer is None:
         return verdict
     correct = checker.check(reference, [step])[0].correct
