@@ -10,7 +10,8 @@
 Also reports tokens generated per step label (nodes with an MC estimate) for omegaprm and mc.
 
 Usage: python benchmarks/mcts_throughput.py [--questions 32] [--openr-questions 4] [--policy toy]
-       [--compile] [--max-num-seqs 256]
+       [--compile] [--max-num-seqs 256] [--dtype float32] [--strategies omegaprm,mc] [--max-model-len 512]
+       (SmolLM2: --policy smollm2 --dtype bfloat16 --strategies omegaprm --max-model-len 1024)
 """
 
 from __future__ import annotations
@@ -58,13 +59,14 @@ class RecordingEngine:
 class TransformersEngine:
     """The openr way: transformers generate, one request at a time, no prefix cache (benchmark only)."""
 
-    def __init__(self, model_dir: str, tokenizer):
+    def __init__(self, model_dir: str, tokenizer, dtype: str, max_model_len: int):
         import torch
         from transformers import AutoModelForCausalLM
 
         self.model = model_dir
         self.tokenizer = tokenizer
-        self.net = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+        self.max_model_len = max_model_len
+        self.net = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype)).eval()
         self.stats = EngineStats()
 
     async def generate(self, prompt: Prompt, spec: SamplingSpec) -> list[Completion]:
@@ -74,7 +76,7 @@ class TransformersEngine:
         self.stats.begin(spec.n)
         with torch.no_grad():
             out = self.net.generate(torch.tensor([ids]), do_sample=True, temperature=spec.temperature,
-                                    top_p=spec.top_p, max_new_tokens=min(spec.max_tokens, 512 - len(ids)),
+                                    top_p=spec.top_p, max_new_tokens=min(spec.max_tokens, self.max_model_len - len(ids)),
                                     num_return_sequences=spec.n, pad_token_id=self.tokenizer.pad_token_id)
         completions = []
         for row in out[:, len(ids):]:
@@ -109,18 +111,20 @@ async def timed_search(run_dir: Path, rows, config, engine, checker) -> tuple[fl
 
 async def main(args) -> dict:
     policy = resolve_model(args.policy)
-    engine_config = EngineConfig(dtype="float32", max_model_len=512, block_size=32, enforce_eager=not args.compile,
-                                 max_num_seqs=args.max_num_seqs)
+    engine_config = EngineConfig(dtype=args.dtype, max_model_len=args.max_model_len, block_size=32,
+                                 enforce_eager=not args.compile, max_num_seqs=args.max_num_seqs,
+                                 kv_cache_gib=2.0 if args.max_model_len > 512 else 1.0)
     config = MctsConfig(policy=policy, rollouts=args.rollouts, budget=args.budget, max_new_tokens=256,
                         temperature=0.8, quiet=True, concurrency=args.questions, num_solutions=args.num_solutions,
                         engine=engine_config)
     rows = problems_rows(args.questions)
     result: dict = {"policy": args.policy, "questions": args.questions, "rollouts": args.rollouts,
-                    "budget": args.budget, "compiled": args.compile, "max_num_seqs": args.max_num_seqs}
+                    "budget": args.budget, "compiled": args.compile, "max_num_seqs": args.max_num_seqs,
+                    "dtype": args.dtype, "max_model_len": args.max_model_len}
     engine = VllmEngine(policy, seed=0, **engine_config.model_dump(include={
         "dtype", "max_model_len", "kv_cache_gib", "block_size", "enforce_eager", "max_num_seqs"}))
     with AnswerChecker() as checker, tempfile.TemporaryDirectory() as scratch:
-        for strategy in ("omegaprm", "mc"):
+        for strategy in args.strategies.split(","):
             recorder = RecordingEngine(engine)
             seconds, extra = await timed_search(Path(scratch) / strategy, rows,
                                                 config.model_copy(update={"strategy": strategy}), recorder, checker)
@@ -139,7 +143,7 @@ async def main(args) -> dict:
         result["prefix_cache_hit_rate"] = engine.metrics()["prefix_cache_hit_rate"]
         await engine.close()
 
-        baseline = TransformersEngine(policy, engine.tokenizer)
+        baseline = TransformersEngine(policy, engine.tokenizer, args.dtype, args.max_model_len)
         subset = rows[: args.openr_questions]
         openr_config = config.model_copy(update={"concurrency": 1})
         recorder = RecordingEngine(baseline)
@@ -163,5 +167,8 @@ if __name__ == "__main__":
     parser.add_argument("--num-solutions", type=int, default=2, help="mc: solutions per question")
     parser.add_argument("--compile", action="store_true", help="let vLLM compile the model (enforce_eager=False)")
     parser.add_argument("--max-num-seqs", type=int, default=256, help="the engine's batch limit")
+    parser.add_argument("--dtype", default="float32", help="weights dtype of both engines (bfloat16 on AVX-512 BF16 CPUs)")
+    parser.add_argument("--strategies", default="omegaprm,mc", help="comma-separated; omegaprm is always needed")
+    parser.add_argument("--max-model-len", type=int, default=512)
     print(json.dumps(asyncio.run(main(parser.parse_args())), indent=1))
     sys.stdout.flush()

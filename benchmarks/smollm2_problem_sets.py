@@ -55,7 +55,7 @@ def problem_sets(n: int, seed: int) -> dict[str, list[dict]]:
     gsm8k_test, _ = read_problems(DATA / "gsm8k" / "test.jsonl")
     gsm8k_train, _ = read_problems(DATA / "gsm8k" / "train.jsonl")
     math500, _ = read_problems(DATA / "math500" / "test.jsonl")
-    toy = [to_input_row(p) for p in generate(n, "test", seed)]
+    toy = [{"question_id": row.pop("id"), **row} for row in map(to_input_row, generate(n, "test", seed))]
     return {
         "gsm8k_test": random.Random(seed).sample(gsm8k_test, n),
         "gsm8k_train_shortest": sorted(gsm8k_train, key=lambda p: len(p["problem"]))[:n],
@@ -72,7 +72,7 @@ def chosen_input() -> list[dict]:
             if str(p.get("level")) == "1" and p["problem"].strip() not in posed]
 
 
-def summarise(candidates, samples: int) -> dict:
+def summarise(problems, candidates, samples: int) -> dict:
     texts = [c.text for group in candidates for c in group]
     right = [sum(c.correct for c in group) for group in candidates]
     share = lambda flags: round(sum(flags) / len(flags), 3)  # noqa: E731
@@ -86,6 +86,7 @@ def summarise(candidates, samples: int) -> dict:
         "layout": {name: share([bool(p.search(t)) for t in texts]) for name, p in LAYOUTS.items()},
         "answer_form": {name: share([test(t) for t in texts]) for name, test in ANSWER_FORMS.items()},
         "mean_chars": round(sum(map(len, texts)) / len(texts)),
+        "right_per_problem": {p["question_id"]: r for p, r in zip(problems, right) if r},
     }
 
 
@@ -121,7 +122,7 @@ def main() -> None:
               "tokens_per_s": round((metrics.get("generated_tokens") or 0) / seconds, 1), "sets": {}}
     start = 0
     for name, problems in sets.items():
-        result["sets"][name] = summarise(candidates[start:start + len(problems)], args.samples)
+        result["sets"][name] = summarise(problems, candidates[start:start + len(problems)], args.samples)
         start += len(problems)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=1) + "\n")

@@ -48,7 +48,7 @@ def extract_boxed(text: str) -> str | None:
 
 
 _GSM8K_FINAL = re.compile(r"(?m)^\s*####\s*(\S[^\n]*?)\s*$")
-_ANSWER_IS = re.compile(r"(?i)\banswer\s+is\s*[:：]?\s*\$?([^\n$]+?)\$?\s*(?:\.(?=\s|$)|\n|$)")
+_ANSWER_IS = re.compile(r"(?i)\banswer\s+is\s*[:：]?\s*\$?([^\s:：$][^\n$]*?)\$?\s*(?:\.(?=\s|$)|\n|$)")
 
 
 def extract_answer(text: str) -> str | None:
@@ -59,7 +59,8 @@ def extract_answer(text: str) -> str | None:
     for pattern in (_GSM8K_FINAL, _ANSWER_IS):
         found = pattern.findall(text)
         if found and found[-1].strip():
-            return found[-1].strip()[:MAX_ANSWER_CHARS]
+            # an unclosed box ("the answer is \boxed{12", cut off) is no answer, as without the fallback
+            return None if _BOXED in found[-1] else found[-1].strip()[:MAX_ANSWER_CHARS]
     return None
 
 

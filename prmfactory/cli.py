@@ -385,17 +385,34 @@ def run_pipeline(
     output: opt.OutputRunOpt,
     input_format: opt.FormatOpt = "auto",
     force: opt.ForceOpt = False,
+    processbench: Annotated[Optional[Path], typer.Option(
+        help="Then evaluate the pipeline's PRM on these ProcessBench files (a file or a folder of splits); "
+             "metrics in RUN/eval-processbench.", exists=True)] = None,
+    threshold: Annotated[float, typer.Option(min=0.0, max=1.0, help="ProcessBench: a step scored below it is the "
+                                                                    "predicted first error.")] = 0.5,
+    prm_backend: Annotated[str, typer.Option(help="ProcessBench: the PRM scorer, transformers or vllm.")] = "transformers",
 ) -> None:
     """Run the stages of a pipeline file in order on one run folder; a rerun continues where it stopped."""
+    from prmfactory.errors import UsageError
+    from prmfactory.pipeline import load_pipeline
     from prmfactory.pipeline import run_pipeline as run_stages
+    from prmfactory.progress import console
     from prmfactory.stages import StageInput
 
     _check_format(input_format)
+    if processbench is not None and "train-prm" not in {name for name, _ in load_pipeline(pipeline)}:
+        raise UsageError(f"{pipeline}: --processbench evaluates the pipeline's PRM, but it has no train-prm stage")
     run_stages(pipeline, StageInput(input, input_format), output, force=force,
                on_stage=lambda name, report, folder: _print_report(folder, report))
-    from prmfactory.progress import console
-
     console.print(f"pipeline {pipeline} done; inspect with `prmfactory stats {output}`")
+    if processbench is not None:
+        from prmfactory.eval.processbench import evaluate_prm, markdown_table
+        from prmfactory.train.stage import PIPELINE_PRM_FOLDER
+
+        result = evaluate_prm(output / PIPELINE_PRM_FOLDER, processbench, output / "eval-processbench",
+                              threshold=threshold, backend=prm_backend)
+        print(markdown_table(result), end="")
+        print(f"results in {output / 'eval-processbench'}")
 
 
 @app.command()

@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 
@@ -32,6 +33,35 @@ def test_bad_pipelines_are_refused_before_anything_runs(tmp_path, stages, error,
         load_pipeline(path)
 
 
+def processbench_records(n: int) -> list[dict]:
+    """ProcessBench-shaped toy solutions, half with an injected error, labelled by the oracle."""
+    import random
+
+    from prmfactory.toy.critique import corrupt
+    from prmfactory.toy.oracle import first_error
+    from prmfactory.toy.problems import generate
+
+    rng, records = random.Random(0), []
+    for index, problem in enumerate(generate(n, "test", 3)):
+        steps = corrupt(problem, rng)[1] if index % 2 else problem.reference_steps
+        records.append({"id": f"toy-{index}", "problem": problem.text, "steps": steps,
+                        "label": first_error(problem, steps)})
+    return records
+
+
+def test_processbench_after_a_pipeline_without_train_prm_is_refused_before_it_runs(tmp_path):
+    from typer.testing import CliRunner
+
+    from prmfactory.cli import app
+
+    problems = tmp_path / "problems.jsonl"
+    problems.write_text('{"problem": "1 + 1?", "answer": "2"}\n')
+    result = CliRunner().invoke(app, ["run", str(resource_dir("pipelines") / "toy.yaml"), "--input", str(problems),
+                                      "--output", str(tmp_path / "run"), "--processbench", str(problems)])
+    assert result.exit_code == 2 and "no train-prm stage" in result.output
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.slow
 def test_toy_pipeline_end_to_end_and_resume(tmp_path):
     recipe = yaml.safe_load((resource_dir("pipelines") / "toy.yaml").read_text())
@@ -39,16 +69,22 @@ def test_toy_pipeline_end_to_end_and_resume(tmp_path):
     sections["mcts"].update(rollouts=4, budget=16, max_new_tokens=160)
     sections["judge"].update(votes=2, max_new_tokens=160)
     sections["filter"] = {"rule": "mc"}
+    sections["train-prm"] = {"base": "toy", "max_steps": 3, "threads": 1}
     path = tmp_path / "toy.yaml"
     path.write_text(yaml.safe_dump({"stages": [{"stage": k, "config": v} for k, v in sections.items()]}))
     problems = tmp_path / "problems.jsonl"
     subprocess.run(CLI + ["toy", "problems", "--n", "6", "--output", str(problems)], check=True, capture_output=True)
+    bench = tmp_path / "bench" / "toy.jsonl"
+    bench.parent.mkdir()
+    bench.write_text("".join(json.dumps(record) + "\n" for record in processbench_records(8)))
     command = CLI + ["run", str(path), "--input", str(problems), "--output", str(tmp_path / "run")]
-    first = subprocess.run(command, capture_output=True, text=True)
+    first = subprocess.run(command + ["--processbench", str(bench.parent)], capture_output=True, text=True)
     assert first.returncode == 0, first.stderr[-3000:]
     run = Run(tmp_path / "run")
     assert run.read("questions").num_rows == 6 and run.read("nodes").num_rows >= 6
     assert set(run.stage_configs()) == {"mcts", "verify", "judge", "filter"}
+    evaluated = json.loads((tmp_path / "run" / "eval-processbench" / "metrics.json").read_text())
+    assert evaluated["splits"]["toy"]["n"] == 8 and "| toy | 8 |" in first.stdout
     assert run.read("verdicts").num_rows > 0
     complete = sum(run.read("nodes").column("complete").to_pylist())
     assert run.read("judgements").num_rows == complete

@@ -40,6 +40,9 @@ def test_line_segmentation_is_one_step_per_line():
     ("The answer is 5. Then the answer is 6.", "6"),
     ("the answer 1/2", None),
     ("The answer is", None),
+    ("So, the final answer is:", None),  # the answer comes on the next line, or never
+    ("The answer is:\n42", "42"),
+    ("The answer is \\boxed{12", None),  # cut off inside the box: no answer
 ])
 def test_extract_answer_falls_back_to_free_text_forms(text, answer):
     assert extract_answer(text) == answer
