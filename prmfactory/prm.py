@@ -67,14 +67,15 @@ def _nan_padded(scores: list[float], total: int) -> list[float]:
 class DiscriminativeTransformers:
     """Token-classification PRM in process: P(class 1) at each step's label position."""
 
-    def __init__(self, path: Path, meta: PRMMeta, batch_size: int = 16):
+    def __init__(self, path: Path, meta: PRMMeta, batch_size: int = 16, dtype: str = "float32"):
+        import torch
         from transformers import AutoModelForTokenClassification, AutoTokenizer
 
         from prmfactory.train.formats import StepEncoder
 
         tokenizer = AutoTokenizer.from_pretrained(path)
         self.encoder = StepEncoder(tokenizer, Segmenter(meta.segmentation).separator, meta.max_length)
-        self.model = AutoModelForTokenClassification.from_pretrained(path).eval()
+        self.model = AutoModelForTokenClassification.from_pretrained(path, dtype=getattr(torch, dtype)).eval()
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.batch_size = batch_size
 
@@ -84,20 +85,24 @@ class DiscriminativeTransformers:
         from prmfactory.train.discriminative import PadCollator
 
         encoded = [self.encoder.encode(problem, steps) for problem, steps in items]
-        results = []
-        for start in range(0, len(encoded), self.batch_size):
-            chunk = encoded[start:start + self.batch_size]
-            batch = PadCollator(self.pad_id)([{"input_ids": e.input_ids} for e in chunk])
+        # Batches of similar length: padding every batch to its longest item is most of the cost otherwise.
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].input_ids))
+        results: list[list[float]] = [[] for _ in encoded]
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start:start + self.batch_size]
+            batch = PadCollator(self.pad_id)([{"input_ids": encoded[i].input_ids} for i in chunk])
             with torch.inference_mode():
                 probs = torch.softmax(self.model(**batch).logits.float(), dim=-1)[..., 1]
-            results += [_nan_padded(probs[row, e.label_positions].tolist(), e.steps_total) for row, e in enumerate(chunk)]
+            for row, index in enumerate(chunk):
+                item = encoded[index]
+                results[index] = _nan_padded(probs[row, item.label_positions].tolist(), item.steps_total)
         return results
 
 
 class DiscriminativeVllm:
     """Token-classification PRM through vLLM's pooling runner (softmax rows at every token)."""
 
-    def __init__(self, path: Path, meta: PRMMeta, kv_cache_gib: float = 0.5):
+    def __init__(self, path: Path, meta: PRMMeta, kv_cache_gib: float = 0.5, dtype: str = "float32"):
         from transformers import AutoTokenizer
 
         import prmfactory.engines.vllm  # noqa: F401  (sets vLLM's log level and stream before vllm loads)
@@ -107,7 +112,7 @@ class DiscriminativeVllm:
 
         self.encoder = StepEncoder(AutoTokenizer.from_pretrained(path), Segmenter(meta.segmentation).separator,
                                    meta.max_length)
-        self.llm = LLM(model=str(path), runner="pooling", dtype="float32", max_model_len=meta.max_length,
+        self.llm = LLM(model=str(path), runner="pooling", dtype=dtype, max_model_len=meta.max_length,
                        enforce_eager=True, kv_cache_memory_bytes=int(kv_cache_gib * 2**30))
 
     def score_batch(self, items: Sequence[Item]) -> list[list[float]]:
@@ -128,14 +133,16 @@ class GenerativeTransformers:
     ``samples`` > 1 samples the verifications (temperature 0.7) and averages the step scores.
     """
 
-    def __init__(self, path: Path, meta: PRMMeta, samples: int = 1, max_verification_tokens: int = 64):
+    def __init__(self, path: Path, meta: PRMMeta, samples: int = 1, max_verification_tokens: int = 64,
+                 dtype: str = "float32"):
+        import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from prmfactory.train.formats import CritiqueEncoder
 
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.encoder = CritiqueEncoder(self.tokenizer, meta.max_length)
-        self.model = AutoModelForCausalLM.from_pretrained(path).eval()
+        self.model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype)).eval()
         self.samples = samples
         self.max_verification_tokens = max_verification_tokens
 
@@ -191,6 +198,7 @@ class GenerativeTransformers:
         return results
 
 
+SCORING_DTYPES = ("float32", "bfloat16", "float16")
 SCORERS: dict[tuple[str, str], Callable[..., Any]] = {
     ("discriminative", "transformers"): DiscriminativeTransformers,
     ("discriminative", "vllm"): DiscriminativeVllm,
@@ -209,6 +217,8 @@ class PRM:
     def from_pretrained(cls, path: str | Path, backend: str = "transformers", **options) -> "PRM":
         path = Path(path)
         meta = PRMMeta.load(path)
+        if options.get("dtype", "float32") not in SCORING_DTYPES:
+            raise UsageError(f"dtype {options['dtype']!r}: not one of {', '.join(SCORING_DTYPES)}")
         factory = SCORERS.get((meta.kind, backend))
         if factory is None:
             supported = ", ".join(b for k, b in SCORERS if k == meta.kind)
@@ -237,12 +247,15 @@ class PRM:
 
 
 def score_with_progress(prm: PRM, items: Sequence[Item], *, quiet: bool = False, chunk: int = 64) -> list[list[float]]:
-    """``prm.score_batch`` over many solutions, in chunks, with a progress bar."""
+    """``prm.score_batch`` over many solutions, in chunks of similar length, with a progress bar."""
     from prmfactory.progress import stage_progress
 
-    scores: list[list[float]] = []
+    order = sorted(range(len(items)), key=lambda i: len(items[i][0]) + sum(map(len, items[i][1])))
+    scores: list[list[float]] = [[] for _ in items]
     with stage_progress("scoring steps", len(items), quiet=quiet) as bar:
-        for start in range(0, len(items), chunk):
-            scores += prm.score_batch(items[start:start + chunk])
-            bar.advance(min(chunk, len(items) - start))
+        for start in range(0, len(order), chunk):
+            indices = order[start:start + chunk]
+            for index, result in zip(indices, prm.score_batch([items[i] for i in indices])):
+                scores[index] = result
+            bar.advance(len(indices))
     return scores

@@ -50,3 +50,15 @@ def test_a_predictions_file_as_the_scorer_writes_it_reads_back(tmp_path):
     path.write_text('{"id": "a", "split": "s", "step_scores": [0.9, 0.3, null], "prediction": 1}\n')
     assert read_predictions(path, splits, threshold=0.5) == {"a": 1}
     assert read_predictions(path, splits, threshold=0.2) == {"a": -1}  # the scores decide; null is never an error
+
+
+def test_scoring_in_length_order_gives_each_solution_its_own_scores():
+    from prmfactory.prm import score_with_progress
+
+    class EchoPRM:  # a step's score is its own length, so a mix-up shows
+        def score_batch(self, items):
+            return [[len(step) / 100 for step in steps] for _, steps in items]
+
+    items = [("p" * (7 * i % 5), ["x" * (i % 7 + 1), "y" * (i % 3 + 1)]) for i in range(150)]
+    scores = score_with_progress(EchoPRM(), items, quiet=True, chunk=16)
+    assert scores == [[len(a) / 100, len(b) / 100] for _, (a, b) in items]

@@ -318,3 +318,13 @@ def test_a_critique_checks_each_computation_the_other_way_round(claim, verdict, 
               {"text": "\\boxed{7}", "kind": "final_answer", "verdict": "incorrect", "value_found": "8",
                "value_claimed": "7"}]
     assert verification_text(verdict, claims) == f"{check}; answer 7"  # never the reference answer 8
+
+
+def test_a_prm_scores_in_bfloat16_close_to_float32_and_refuses_other_dtypes(discriminative_prm):
+    output, _ = discriminative_prm
+    problem = generate(1, "test", 4)[0]
+    full = PRM.from_pretrained(output).score(problem.text, problem.reference_steps)
+    half = PRM.from_pretrained(output, dtype="bfloat16").score(problem.text, problem.reference_steps)
+    assert len(half) == len(full) and max(abs(a - b) for a, b in zip(full, half)) < 0.05
+    with pytest.raises(UsageError, match="not one of float32"):
+        PRM.from_pretrained(output, dtype="int8")

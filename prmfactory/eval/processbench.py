@@ -209,13 +209,13 @@ def score_splits(prm, splits: Mapping[str, Sequence[dict[str, Any]]], output: Pa
 
 
 def evaluate_prm(prm_path: Path, data: Path, output: Path, *, threshold: float = 0.5, backend: str = "transformers",
-                 quiet: bool = False) -> dict[str, Any]:
+                 dtype: str = "float32", quiet: bool = False) -> dict[str, Any]:
     """Score ProcessBench files with a trained PRM; write predictions and metrics; record them in its card."""
     from prmfactory.prm import PRM
     from prmfactory.prm_folder import record_eval
 
     splits = load_splits(data)
-    prm = PRM.from_pretrained(prm_path, backend=backend)
+    prm = PRM.from_pretrained(prm_path, backend=backend, dtype=dtype)
     try:
         result = metrics(splits, score_splits(prm, splits, output, threshold, quiet=quiet))
     finally:
