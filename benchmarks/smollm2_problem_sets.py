@@ -36,7 +36,7 @@ from prmfactory.config import EngineConfig
 from prmfactory.eval.sampling import sample_candidates
 from prmfactory.inputs import read_problems
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"  # ../shared/data beside the checkout
 SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
 LAYOUTS = {
     "blank_lines": re.compile(r"\n[ \t]*\n"),
@@ -49,12 +49,12 @@ ANSWER_FORMS = {"boxed": lambda t: extract_boxed(t) is not None,
                 "answer_is": lambda t: re.search(r"(?i)\banswer\s+is", t) is not None}
 
 
-def problem_sets(n: int, seed: int) -> dict[str, list[dict]]:
+def problem_sets(data: Path, n: int, seed: int) -> dict[str, list[dict]]:
     from prmfactory.toy.problems import generate, to_input_row
 
-    gsm8k_test, _ = read_problems(DATA / "gsm8k" / "test.jsonl")
-    gsm8k_train, _ = read_problems(DATA / "gsm8k" / "train.jsonl")
-    math500, _ = read_problems(DATA / "math500" / "test.jsonl")
+    gsm8k_test, _ = read_problems(data / "gsm8k" / "test.jsonl")
+    gsm8k_train, _ = read_problems(data / "gsm8k" / "train.jsonl")
+    math500, _ = read_problems(data / "math500" / "test.jsonl")
     toy = [{"question_id": row.pop("id"), **row} for row in map(to_input_row, generate(n, "test", seed))]
     return {
         "gsm8k_test": random.Random(seed).sample(gsm8k_test, n),
@@ -64,10 +64,10 @@ def problem_sets(n: int, seed: int) -> dict[str, list[dict]]:
     }
 
 
-def chosen_input() -> list[dict]:
+def chosen_input(data: Path) -> list[dict]:
     """MATH-500 level 1, less the problems ProcessBench (dev half) evaluates on, as mcts input lines."""
-    posed = {row["problem"].strip() for row in json.loads((DATA / "processbench" / "math.json").read_text())}
-    math500, _ = read_problems(DATA / "math500" / "test.jsonl")
+    posed = {row["problem"].strip() for row in json.loads((data / "processbench" / "math.json").read_text())}
+    math500, _ = read_problems(data / "math500" / "test.jsonl")
     return [{"id": p["question_id"], "problem": p["problem"], "answer": p["answer"]} for p in math500
             if str(p.get("level")) == "1" and p["problem"].strip() not in posed]
 
@@ -101,15 +101,16 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", type=Path, default=Path("docs/benchmarks/smollm2_problem_sets.json"))
     parser.add_argument("--write-input", type=Path, help="Write the chosen problem set as JSONL here and stop.")
+    parser.add_argument("--data", type=Path, default=DATA, help="The shared data folder (gsm8k/, math500/, processbench/).")
     args = parser.parse_args()
     if args.write_input:
-        rows = chosen_input()
+        rows = chosen_input(args.data)
         args.write_input.parent.mkdir(parents=True, exist_ok=True)
         args.write_input.write_text("".join(json.dumps(row) + "\n" for row in rows))
         print(f"{len(rows)} problems (MATH-500 level 1, not in ProcessBench) -> {args.write_input}")
         return
 
-    sets = problem_sets(args.problems, args.seed)
+    sets = problem_sets(args.data, args.problems, args.seed)
     everything = [p for problems in sets.values() for p in problems]
     started = time.monotonic()
     candidates, metrics = sample_candidates(

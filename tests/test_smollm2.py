@@ -19,7 +19,7 @@ from prmfactory.store import Run
 
 pytestmark = pytest.mark.slow
 CLI = [sys.executable, "-c", "from prmfactory.cli import main; main()"]
-GSM8K = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k" / "train.jsonl"
+GSM8K = Path(__file__).parent / "fixtures" / "gsm8k_train_sample.jsonl"  # the first 6 lines of GSM8K train (MIT)
 
 
 @pytest.fixture(scope="module")
