@@ -74,10 +74,6 @@ def model_cache_dir() -> Path:
     return Path(os.environ.get("PRMFACTORY_MODEL_CACHE") or Path.home() / ".cache" / "prmfactory" / "models").expanduser()
 
 
-def is_gguf_name(name: str) -> bool:
-    return name in GGUF_MODELS or name.lower().endswith(".gguf")
-
-
 def resolve_model(name: str) -> str:
     """The local folder for an alias or a ``.gguf`` path (converting it once); other names pass through."""
     if name in TOY_MODELS:
