@@ -103,6 +103,15 @@ def require_model(name: str) -> str:
     return resolved
 
 
+def _digest(gguf: Path) -> str:
+    """The GGUF's sha256, computed once per process for an unchanged file."""
+    stat = gguf.stat()
+    key = (gguf, stat.st_size, stat.st_mtime_ns)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = sha256_file(gguf)
+    return _DIGESTS[key]
+
+
 def _entry_name(gguf: Path, digest: str) -> str:
     return f"{gguf.stem}-{digest[:16]}"
 
@@ -132,11 +141,7 @@ def convert_gguf(gguf: Path, cache: Path | None = None) -> Path:
 
     gguf = gguf.resolve()
     cache = cache or model_cache_dir()
-    stat = gguf.stat()
-    key = (gguf, stat.st_size, stat.st_mtime_ns)
-    if key not in _DIGESTS:
-        _DIGESTS[key] = sha256_file(gguf)
-    digest = _DIGESTS[key]
+    digest = _digest(gguf)
     entry = cache / _entry_name(gguf, digest)
     if _intact(entry):
         return entry
@@ -223,7 +228,8 @@ def model_table(cache: Path | None = None) -> list[dict[str, str]]:
         except UsageError:
             rows.append({"name": name, "kind": "gguf", "source": f"wheel {wheel.distribution} (not installed)", "path": "-"})
             continue
-        hits = [c for c in cached if c["source"] == str(source.resolve())]
+        digest = _digest(source.resolve())  # the same file installed elsewhere shares the entry
+        hits = [c for c in cached if c["source_sha256"] == digest]
         rows.append({"name": name, "kind": "gguf", "source": f"{wheel.description}; wheel {wheel.distribution}",
                      "path": str(hits[0]["path"]) if hits else "not converted yet (`prmfactory models prepare NAME`)"})
     known = {row["path"] for row in rows}
