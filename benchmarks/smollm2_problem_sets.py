@@ -33,11 +33,11 @@ from pathlib import Path
 
 from prmfactory.answers import extract_boxed
 from prmfactory.config import EngineConfig
+from prmfactory.engines.base import DEFAULT_SYSTEM_PROMPT
 from prmfactory.eval.sampling import sample_candidates
 from prmfactory.inputs import read_problems
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"  # ../shared/data beside the checkout
-SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
 LAYOUTS = {
     "blank_lines": re.compile(r"\n[ \t]*\n"),
     "single_line_breaks": re.compile(r"[^\n]\n[^\n]"),
@@ -115,10 +115,10 @@ def main() -> None:
     started = time.monotonic()
     candidates, metrics = sample_candidates(
         everything, policy=args.policy, samples=args.samples, temperature=args.temperature, max_tokens=args.max_tokens,
-        seed=args.seed, segmentation="line", system_prompt=SYSTEM_PROMPT,
+        seed=args.seed, segmentation="line",
         engine_config=EngineConfig(dtype=args.dtype, max_model_len=1024, kv_cache_gib=2.0))
     seconds = time.monotonic() - started
-    result = {"config": vars(args) | {"output": str(args.output), "system_prompt": SYSTEM_PROMPT},
+    result = {"config": vars(args) | {"output": str(args.output), "system_prompt": DEFAULT_SYSTEM_PROMPT},
               "seconds": round(seconds, 1), "generated_tokens": metrics.get("generated_tokens"),
               "tokens_per_s": round((metrics.get("generated_tokens") or 0) / seconds, 1), "sets": {}}
     start = 0

@@ -405,15 +405,13 @@ def run_pipeline(
 
     _check_format(input_format)
     if processbench is not None:
-        from prmfactory.prm import SCORERS, SCORING_DTYPES
+        from prmfactory.prm import scorer_factory
 
         kinds = {config.kind for name, config in load_pipeline(pipeline) if name == "train-prm"}
         if not kinds:
             raise UsageError(f"{pipeline}: --processbench evaluates the pipeline's PRM, but it has no train-prm stage")
-        if dtype not in SCORING_DTYPES or any((kind, prm_backend) not in SCORERS for kind in kinds):
-            raise UsageError(f"--dtype {dtype} / --prm-backend {prm_backend}: dtype must be one of "
-                             f"{', '.join(SCORING_DTYPES)}, and a {'/'.join(kinds)} PRM scores with "
-                             f"{', '.join(sorted({b for k, b in SCORERS if k in kinds}))}")
+        for kind in kinds:
+            scorer_factory(kind, prm_backend, dtype)
     run_stages(pipeline, StageInput(input, input_format), output, force=force,
                on_stage=lambda name, report, folder: _print_report(folder, report))
     console.print(f"pipeline {pipeline} done; inspect with `prmfactory stats {output}`")

@@ -206,6 +206,19 @@ SCORERS: dict[tuple[str, str], Callable[..., Any]] = {
 }
 
 
+def scorer_factory(kind: str, backend: str, dtype: str = "float32") -> Callable[..., Any]:
+    """The scorer class for a PRM of ``kind`` on ``backend``; a UsageError for an unknown pair or dtype.
+
+    Callable before the PRM exists (``prmfactory run --processbench`` checks its flags up front)."""
+    if dtype not in SCORING_DTYPES:
+        raise UsageError(f"dtype {dtype!r}: not one of {', '.join(SCORING_DTYPES)}")
+    factory = SCORERS.get((kind, backend))
+    if factory is None:
+        supported = ", ".join(b for k, b in SCORERS if k == kind)
+        raise UsageError(f"a {kind} PRM cannot be scored with backend {backend!r} (supported: {supported})")
+    return factory
+
+
 class PRM:
     """A trained process reward model: one score in [0, 1] per step (P(step is correct))."""
 
@@ -217,12 +230,7 @@ class PRM:
     def from_pretrained(cls, path: str | Path, backend: str = "transformers", **options) -> "PRM":
         path = Path(path)
         meta = PRMMeta.load(path)
-        if options.get("dtype", "float32") not in SCORING_DTYPES:
-            raise UsageError(f"dtype {options['dtype']!r}: not one of {', '.join(SCORING_DTYPES)}")
-        factory = SCORERS.get((meta.kind, backend))
-        if factory is None:
-            supported = ", ".join(b for k, b in SCORERS if k == meta.kind)
-            raise UsageError(f"a {meta.kind} PRM cannot be scored with backend {backend!r} (supported: {supported})")
+        factory = scorer_factory(meta.kind, backend, options.get("dtype", "float32"))
         return cls(path, meta, factory(path, meta, **options))
 
     def score(self, problem: str, steps: Sequence[str]) -> list[float]:

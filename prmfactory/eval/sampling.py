@@ -25,9 +25,9 @@ class Candidate:
         return asdict(self)
 
 
-async def _sample(problems, policy, engine_config, spec, seed, system_prompt, quiet):
+async def _sample(problems, policy, engine_config, spec, seed, quiet):
     from prmfactory.engines import open_engine
-    from prmfactory.engines.base import Prompt, chat_messages, run_all
+    from prmfactory.engines.base import DEFAULT_SYSTEM_PROMPT, Prompt, chat_messages, run_all
     from prmfactory.progress import stage_progress
 
     texts: list[list[str]] = [[] for _ in problems]
@@ -35,7 +35,7 @@ async def _sample(problems, policy, engine_config, spec, seed, system_prompt, qu
     async with open_engine(policy, engine_config, seed, metrics) as engine:
         with stage_progress("sampling solutions", len(problems), quiet=quiet) as bar:
             async def one(index: int) -> None:
-                outputs = await engine.generate(Prompt(chat_messages(problems[index]["problem"], system_prompt)), spec)
+                outputs = await engine.generate(Prompt(chat_messages(problems[index]["problem"], DEFAULT_SYSTEM_PROMPT)), spec)
                 texts[index] = [c.text for c in outputs]
                 bar.advance()
 
@@ -45,18 +45,15 @@ async def _sample(problems, policy, engine_config, spec, seed, system_prompt, qu
 
 def sample_candidates(problems: Sequence[dict[str, Any]], *, policy: str, samples: int, temperature: float,
                       max_tokens: int, seed: int, segmentation: str = "blank_line", engine_config=None,
-                      system_prompt: str | None = None, quiet: bool = False) -> tuple[list[list[Candidate]], dict[str, Any]]:
-    """``samples`` candidates per problem (rows with ``problem`` and ``answer``) and the engine's metrics.
-
-    ``system_prompt`` defaults to the one mcts uses (DEFAULT_SYSTEM_PROMPT)."""
+                      quiet: bool = False) -> tuple[list[list[Candidate]], dict[str, Any]]:
+    """``samples`` candidates per problem (rows with ``problem`` and ``answer``) and the engine's metrics."""
     from prmfactory.answers import AnswerChecker
     from prmfactory.config import EngineConfig
-    from prmfactory.engines.base import DEFAULT_SYSTEM_PROMPT, SamplingSpec
+    from prmfactory.engines.base import SamplingSpec
 
     segmenter = Segmenter(segmentation)
     spec = SamplingSpec(n=samples, temperature=temperature, max_tokens=max_tokens)
-    texts, engine = asyncio.run(_sample(problems, policy, engine_config or EngineConfig(), spec, seed,
-                                        DEFAULT_SYSTEM_PROMPT if system_prompt is None else system_prompt, quiet))
+    texts, engine = asyncio.run(_sample(problems, policy, engine_config or EngineConfig(), spec, seed, quiet))
     with AnswerChecker() as checker:
         candidates = []
         for problem, outputs in zip(problems, texts):

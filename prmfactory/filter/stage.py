@@ -83,8 +83,6 @@ def training_row(path: PathEvidence, result: Labels, rule: str) -> StepsRow:
             "rule": rule, "segmentation": path.segmentation}
 
 
-
-
 def rejected_row(question_id: str, node_id: str | None, completions: list[str], labels: list[bool] | None,
                  reason: str) -> RejectedRow:
     return {"question_id": question_id, "stage": "filter", "reason": reason, "node_id": node_id,
