@@ -24,7 +24,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from prmfactory.answers import AnswerChecker
 from prmfactory.config import EngineConfig
 from prmfactory.search.config import MctsConfig
 from prmfactory.engines.base import Completion, EngineStats, Prompt, SamplingSpec, prompt_token_ids
@@ -98,11 +97,11 @@ def problems_rows(n: int) -> list[dict]:
     return [dict(to_input_row(p), question_id=to_input_row(p)["id"]) for p in generate(n, "test", 123)]
 
 
-async def timed_search(run_dir: Path, rows, config, engine, checker) -> tuple[float, dict]:
+async def timed_search(run_dir: Path, rows, config, engine) -> tuple[float, dict]:
     run = Run(run_dir)
     started = time.perf_counter()
     with run.writing():
-        await search_questions(run.commit, rows, config, engine, checker)
+        await search_questions(run.commit, rows, config, engine)
     seconds = time.perf_counter() - started
     nodes = run.read("nodes").to_pylist()
     labels = sum(1 for n in nodes if n["depth"] > 0 and n["num_rollouts"] > 0)
@@ -121,13 +120,12 @@ async def main(args) -> dict:
     result: dict = {"policy": args.policy, "questions": args.questions, "rollouts": args.rollouts,
                     "budget": args.budget, "compiled": args.compile, "max_num_seqs": args.max_num_seqs,
                     "dtype": args.dtype, "max_model_len": args.max_model_len}
-    engine = VllmEngine(policy, seed=0, **engine_config.model_dump(include={
-        "dtype", "max_model_len", "kv_cache_gib", "block_size", "enforce_eager", "max_num_seqs"}))
-    with AnswerChecker() as checker, tempfile.TemporaryDirectory() as scratch:
+    engine = VllmEngine(policy, seed=0, **engine_config.backend_options())
+    with tempfile.TemporaryDirectory() as scratch:
         for strategy in args.strategies.split(","):
             recorder = RecordingEngine(engine)
             seconds, extra = await timed_search(Path(scratch) / strategy, rows,
-                                                config.model_copy(update={"strategy": strategy}), recorder, checker)
+                                                config.model_copy(update={"strategy": strategy}), recorder)
             tokens = recorder.stats.generated_tokens
             result[strategy] = {"seconds": round(seconds, 2), "tokens": tokens,
                                 "tokens_per_second": round(tokens / seconds, 1),
@@ -147,7 +145,7 @@ async def main(args) -> dict:
         subset = rows[: args.openr_questions]
         openr_config = config.model_copy(update={"concurrency": 1})
         recorder = RecordingEngine(baseline)
-        seconds, _ = await timed_search(Path(scratch) / "openr", subset, openr_config, recorder, checker)
+        seconds, _ = await timed_search(Path(scratch) / "openr", subset, openr_config, recorder)
         tokens = recorder.stats.generated_tokens
         result["openr_way"] = {"questions": len(subset), "seconds": round(seconds, 2), "tokens": tokens,
                                "tokens_per_second": round(tokens / seconds, 1)}

@@ -111,14 +111,14 @@ BaseUrlOpt = Annotated[Optional[str], typer.Option(help="Use an OpenAI-compatibl
 @opt.stage_command(app, handled, "mcts", [
     opt.parameter("input", opt.InputOpt, inspect.Parameter.empty), opt.parameter("output", opt.OutputRunOpt, inspect.Parameter.empty),
     opt.parameter("input_format", opt.FormatOpt, "auto"), opt.parameter("skip_invalid", opt.SkipInvalidOpt, False),
-    opt.parameter("base_url", BaseUrlOpt), opt.parameter("force", opt.ForceOpt, False)],
+    opt.parameter("base_url", BaseUrlOpt), opt.parameter("force", opt.ForceOpt, False), *opt.cluster_parameters()],
     "Search solution trees with a policy LLM and estimate per-step Monte-Carlo values.")
 def _mcts(given: dict[str, Any], build: Callable) -> None:
     from prmfactory.stages import StageInput, execute
     from prmfactory.store import Run
 
     _check_format(given["input_format"])
-    config = build(_engine_flags(given["base_url"]))
+    config = build({**_engine_flags(given["base_url"]), **opt.cluster_values(given)})
     source = StageInput(given["input"], given["input_format"], given["skip_invalid"])
     _print_report(given["output"], execute("mcts", Run(given["output"]), config, force=given["force"], source=source))
 
@@ -156,7 +156,7 @@ VerifyOutputOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help=
 
 @opt.stage_command(app, handled, "verify", [
     opt.parameter("run", VerifyRunOpt), opt.parameter("processbench", ProcessBenchOpt), opt.parameter("output", VerifyOutputOpt),
-    opt.parameter("force", opt.ForceOpt, False)],
+    opt.parameter("force", opt.ForceOpt, False), *opt.cluster_parameters()],
     "Check each step's arithmetic and algebra exactly (sympy) and final answers (math-verify).")
 def _verify(given: dict[str, Any], build: Callable) -> None:
     from prmfactory.errors import UsageError
@@ -164,7 +164,7 @@ def _verify(given: dict[str, Any], build: Callable) -> None:
     run, processbench, output = given["run"], given["processbench"], given["output"]
     if (run is None) == (processbench is None):
         raise UsageError("give exactly one of --run RUN or --processbench FILE_OR_DIR")
-    config = build({})
+    config = build(opt.cluster_values(given))
     if processbench is not None:
         from prmfactory.eval.verify_processbench import verify_processbench
 
@@ -188,10 +188,11 @@ def _run_stage(stage: str, run: Path, config, force: bool):
 
 @opt.stage_command(app, handled, "judge", [
     opt.parameter("run", opt.RunOpt, inspect.Parameter.empty), opt.parameter("base_url", BaseUrlOpt),
-    opt.parameter("force", opt.ForceOpt, False)],
+    opt.parameter("force", opt.ForceOpt, False), *opt.cluster_parameters()],
     "Grade each complete solution with an LLM judge, with majority votes over samples.")
 def _judge(given: dict[str, Any], build: Callable) -> None:
-    _run_stage("judge", given["run"], build(_engine_flags(given["base_url"])), given["force"])
+    config = build({**_engine_flags(given["base_url"]), **opt.cluster_values(given)})
+    _run_stage("judge", given["run"], config, given["force"])
 
 
 @opt.stage_command(app, handled, "filter", [

@@ -25,6 +25,30 @@ LimitOpt = Annotated[Optional[int], typer.Option("--limit", min=1, help="Process
 ForceOpt = Annotated[bool, typer.Option("--force", help="Discard this stage's outputs and everything computed from them, and rerun.")]
 SkipInvalidOpt = Annotated[bool, typer.Option("--skip-invalid", help="Process valid lines; write bad ones to RUN/rejects.jsonl.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+RayAddressOpt = Annotated[Optional[str], typer.Option(
+    "--ray-address", help="Run on Ray: `local` starts a cluster on this machine, `auto` joins the running one, "
+                          "`ray://host:port` connects through Ray Client. Unset: in this process.")]
+WorkersOpt = Annotated[Optional[int], typer.Option("--workers", min=1, help="Ray workers, each with its own engine "
+                                                   "(default: as many as the cluster's GPUs, or CPUs, hold).")]
+GpusPerWorkerOpt = Annotated[Optional[float], typer.Option("--gpus-per-worker", min=0, help="GPUs per Ray worker "
+                                                           "(default: engine.tensor_parallel_size where there are GPUs).")]
+CpusPerWorkerOpt = Annotated[Optional[float], typer.Option("--cpus-per-worker", min=0.01, help="CPUs per Ray worker (default 1).")]
+MaxAttemptsOpt = Annotated[Optional[int], typer.Option("--max-attempts", min=1, help="Workers a question may lose "
+                                                       "before it is given up on (default 3).")]
+CLUSTER_FLAGS = ("ray_address", "workers", "gpus_per_worker", "cpus_per_worker", "max_attempts")
+
+
+def cluster_parameters() -> list[inspect.Parameter]:
+    """``--ray-address``, ``--workers``, ``--gpus-per-worker``, ``--cpus-per-worker``, ``--max-attempts``."""
+    options = (RayAddressOpt, WorkersOpt, GpusPerWorkerOpt, CpusPerWorkerOpt, MaxAttemptsOpt)
+    return [parameter(name, option) for name, option in zip(CLUSTER_FLAGS, options)]
+
+
+def cluster_values(given: dict[str, Any]) -> dict[str, Any]:
+    """The cluster flags given, as the config's ``cluster`` section."""
+    return {"cluster": {name: given[name] for name in CLUSTER_FLAGS if given.get(name) is not None}}
+
+
 TemperatureOption = typer.Option(min=0.0, max=100.0, help="Sampling temperature (finite, 0 = greedy).")
 CONFIG_SHORT_NAMES = {"quiet": "-q"}
 

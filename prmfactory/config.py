@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from prmfactory.errors import UsageError
 
@@ -129,7 +129,12 @@ def dump_yaml(data: Any) -> str:
 
 
 class EngineConfig(StageConfig):
-    """Which generation backend serves a model, and how."""
+    """Which generation backend serves a model, and how.
+
+    Each backend takes only its own options (:data:`BACKEND_OPTIONS`); one set for another backend
+    is named in a warning, and anything vLLM takes beyond these goes in ``engine_args``, checked
+    against vLLM's own ``AsyncEngineArgs`` before any engine starts.
+    """
 
     backend: Literal["vllm", "openai"] = Field(
         "vllm", description="`vllm`: in-process engine; `openai`: an OpenAI-compatible server at base_url.")
@@ -137,10 +142,69 @@ class EngineConfig(StageConfig):
     api_key_env: str = runtime_field("OPENAI_API_KEY", "Environment variable holding the server's API key.")
     dtype: str = Field("auto", description="Weights dtype for the in-process engine.")
     max_model_len: Optional[int] = Field(None, ge=16, description="Context length (default: the model's).")
-    kv_cache_gib: float = runtime_field(1.0, "KV-cache size in GiB for the in-process engine (bounds memory on CPU).", gt=0)
+    kv_cache_gib: float = runtime_field(1.0, "KV-cache size in GiB for the in-process engine (the reliable bound on "
+                                             "CPU; on GPU, gpu_memory_utilization replaces it).", gt=0)
+    gpu_memory_utilization: Optional[float] = runtime_field(
+        None, "Share of each GPU's memory vLLM may use (weights, activations, KV cache); sizes the KV cache on GPU "
+              "instead of kv_cache_gib.", gt=0, le=1)
+    tensor_parallel_size: int = runtime_field(
+        1, "GPUs one engine shards the model over; with --ray-address it is also each worker's GPU count.", ge=1)
     enforce_eager: bool = runtime_field(True, "Skip graph compilation (faster start for short runs).")
     block_size: Optional[int] = runtime_field(None, "KV block size (prefix caching granularity); engine default if unset.", ge=1)
     max_num_seqs: int = runtime_field(256, "Most sequences the engine batches at once.", ge=1)
+    engine_args: dict[str, Any] = Field(
+        default_factory=dict, description="More vLLM AsyncEngineArgs, passed as they are (e.g. quantization, "
+                                          "pipeline_parallel_size); an unknown name is an error.")
     max_concurrency: int = runtime_field(64, "Most requests in flight to a server (openai backend).", ge=1)
     max_retries: int = runtime_field(4, "Retries of a failed server request, with exponential backoff.", ge=0)
     request_timeout_s: float = runtime_field(600.0, "Timeout of one server request.", gt=0)
+
+    @model_validator(mode="after")
+    def _one_kv_cache_bound(self) -> "EngineConfig":
+        if self.gpu_memory_utilization is not None and "kv_cache_gib" in self.model_fields_set:
+            raise ValueError("set either kv_cache_gib (CPU: KV-cache bytes) or gpu_memory_utilization (GPU), not both")
+        return self
+
+    def backend_options(self) -> dict[str, Any]:
+        """The options the chosen backend takes; those set for the other backend are named in a warning."""
+        options = BACKEND_OPTIONS[self.backend]
+        ignored = sorted(f for f in self.model_fields_set - set(options) - {"backend"}
+                         if getattr(self, f) != type(self).model_fields[f].get_default(call_default_factory=True))
+        if ignored:
+            import logging
+
+            logging.getLogger("prmfactory").warning(
+                "engine options %s have no effect with backend %s", ", ".join(ignored), self.backend)
+        return {name: getattr(self, name) for name in options}
+
+
+class ClusterConfig(StageConfig):
+    """Where a stage's work runs: in this process (no ``ray_address``), or over a pool of Ray workers.
+
+    Every field is a runtime choice: a run's outputs are the same wherever its questions ran.
+    """
+
+    ray_address: Optional[str] = runtime_field(
+        None, "Unset: in this process. `local`: start a Ray cluster on this machine; `auto`: join the running "
+              "cluster; `ray://host:port`: connect through Ray Client.")
+    workers: Optional[int] = runtime_field(
+        None, "Ray workers, each with its own engine (default: as many as the cluster's GPUs, or CPUs, hold).", ge=1)
+    gpus_per_worker: Optional[float] = runtime_field(
+        None, "GPUs per worker (default: engine.tensor_parallel_size on a cluster with GPUs, else 0).", ge=0)
+    cpus_per_worker: float = runtime_field(1.0, "CPUs per worker.", gt=0)
+    max_attempts: int = runtime_field(
+        3, "Workers a question may lose (killed, out of memory, dead engine) before it is given up on.", ge=1)
+
+
+def cluster_field() -> Any:
+    """The ``cluster`` section of a stage config that can run on Ray (not output-affecting)."""
+    return Field(default_factory=ClusterConfig, description="Where the work runs (--ray-address and friends).",
+                 json_schema_extra={"affects_output": False})
+
+
+# What each backend's constructor takes from EngineConfig (the model and seed come from the stage).
+BACKEND_OPTIONS: dict[str, tuple[str, ...]] = {
+    "vllm": ("dtype", "max_model_len", "kv_cache_gib", "gpu_memory_utilization", "tensor_parallel_size",
+             "enforce_eager", "block_size", "max_num_seqs", "engine_args"),
+    "openai": ("base_url", "api_key_env", "max_concurrency", "max_retries", "request_timeout_s"),
+}

@@ -22,13 +22,16 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable, ClassVar, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from prmfactory.config import StageConfig
 from prmfactory.errors import UsageError
 from prmfactory.store import CommitBuffer, Lineage, Run, config_sha256, rerun_command
+
+if TYPE_CHECKING:
+    from prmfactory.work import StageWork, Unit
 
 LOG = logging.getLogger("prmfactory")
 
@@ -87,19 +90,38 @@ class StageContext:
         self.report.rows_out += sum(n for dataset, n in committed.items() if dataset != "rejected")
         return committed
 
-    def generate_with(self, model: str, work: Callable[[Any], Awaitable[dict[str, int]]]) -> None:
-        """Open an engine for ``model`` (the config's engine and seed), await ``work(engine)``, keep its counters.
+    def do_units(self, work: "StageWork", units: Sequence["Unit"], every: int, *, done: set[str]) -> None:
+        """Do ``units`` of ``work`` — in this process, or over Ray workers when the config names a cluster.
 
-        The engine is created inside this event loop (the async engine binds to its loop), always
-        closed, and its metrics land in the report.
+        Only this process commits (``every`` questions per shard, through :meth:`commit`); ``done``
+        are the questions committed already. Counters, engine metrics and (on Ray) the cluster and
+        worker losses land in the report.
         """
-        from prmfactory.engines import open_engine
+        from prmfactory.progress import stage_progress
+        from prmfactory.work import UnitCommitter, run_units
 
-        async def session() -> None:
-            async with open_engine(model, self.config.engine, self.config.seed, self.report.engine) as engine:
-                self.report.counts.update(await work(engine))
+        cluster = getattr(self.config, "cluster", None)
+        questions = sum(len(unit.question_ids) for unit in units)
+        with stage_progress(work.label, questions, quiet=self.config.quiet) as progress:
+            committer = UnitCommitter(self.commit, work, every, done, progress)
+            if cluster is None or cluster.ray_address is None:
+                summary = asyncio.run(run_units(work, units, committer))
+                self.report.engine.update(summary.engine)
+                self.report.counts.update(committer.counts, **summary.counts)
+            else:
+                from prmfactory.cluster import RayPool
 
-        asyncio.run(session())
+                with RayPool(cluster, work) as pool:
+                    self.run.record_cluster(self.stage.name, pool.description)
+                    self.report.details["cluster"] = pool.description
+                    pool.run(units, committer)
+                self.report.engine.update(pool.engine_metrics)
+                self.report.counts.update(committer.counts, **pool.counts)
+        if committer.duplicates:
+            self.report.counts["duplicate_results_dropped"] = committer.duplicates
+        if committer.failed:  # given up on after max_attempts lost workers (mcts records them `failed`)
+            self.report.counts["given_up"] = len(committer.failed)
+            self.report.details["given_up"] = committer.failed[:100]
 
     def buffer(self, datasets: Sequence[str], every: int) -> CommitBuffer:
         """Commits every ``every`` questions, through :meth:`commit`."""

@@ -487,6 +487,15 @@ class Run:
         atomic_write_text(self.config_path, dump_yaml(data))
         return discarded
 
+    def record_cluster(self, stage: str, cluster: Mapping[str, Any]) -> None:
+        """Keep where a stage's work ran (Ray address, nodes, resources, workers) beside its config in run.yaml."""
+        self._require_lock()
+        import yaml
+
+        data = (yaml.safe_load(self.config_path.read_text()) or {}) if self.config_path.exists() else {}
+        data.setdefault("stages", {}).setdefault(stage, {})["cluster"] = dict(cluster)
+        atomic_write_text(self.config_path, dump_yaml(data))
+
     def write_report(self, stage: str, report: Mapping[str, Any]) -> Path:
         """Keep a stage's counters and metrics in ``RUN/reports/<stage>.json``."""
         path = self.root / "reports" / f"{stage}.json"
@@ -527,10 +536,11 @@ class CommitBuffer:
         self._rows: dict[str, list[Mapping[str, Any]]] = {d: [] for d in self.datasets}
         self._questions = 0
 
-    def add(self, rows_by_dataset: Mapping[str, Sequence[Mapping[str, Any]]]) -> None:
+    def add(self, rows_by_dataset: Mapping[str, Sequence[Mapping[str, Any]]], questions: int = 1) -> None:
+        """Add the rows of ``questions`` whole questions."""
         for dataset, rows in rows_by_dataset.items():
             self._rows[dataset].extend(rows)
-        self._questions += 1
+        self._questions += questions
         if self._questions >= self.every:
             self.flush()
 

@@ -1,6 +1,7 @@
-"""`python -m tests.scripted_cli ARGS`: the real CLI, with judge's engine replaced by a slow scripted judge.
+"""`python -m tests.scripted_cli ARGS`: the real CLI, its engines replaced by slow scripted ones.
 
-Lets a test SIGKILL the judge stage mid-run without starting a model engine.
+``--policy scripted-slow`` is the prompt-seeded scripted policy; any other model is a scripted
+judge. Lets a test SIGKILL a stage (or its Ray driver) mid-run without starting a model engine.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import asyncio
 import contextlib
 
 from prmfactory.engines.base import Completion
+from tests.scripted_engine import PromptSeededEngine
 
 
 class SlowJudge:
@@ -25,14 +27,20 @@ class SlowJudge:
         pass
 
 
+class SlowPolicy(PromptSeededEngine):
+    async def generate(self, prompt, spec):
+        await asyncio.sleep(0.05)
+        return await super().generate(prompt, spec)
+
+
 @contextlib.asynccontextmanager
-async def slow_judge(model, engine_config, seed, metrics):
-    yield SlowJudge()
+async def slow_engines(model, engine_config, seed, metrics):
+    yield SlowPolicy(lambda prefix: 0.5, num_steps=4, bad_at=2) if model == "scripted-slow" else SlowJudge()
 
 
 if __name__ == "__main__":
     import prmfactory.engines
     from prmfactory.cli import main
 
-    prmfactory.engines.open_engine = slow_judge
+    prmfactory.engines.open_engine = slow_engines
     main()

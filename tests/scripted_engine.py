@@ -9,6 +9,7 @@ probability ``success(prefix_steps)``. A failing rollout replaces the step at ab
 from __future__ import annotations
 
 import random
+import zlib
 from typing import Callable
 
 from prmfactory.engines.base import Completion, EngineStats, Prompt, SamplingSpec
@@ -50,3 +51,13 @@ class ScriptedEngine:
 
     async def close(self) -> None:
         pass
+
+
+class PromptSeededEngine(ScriptedEngine):
+    """The scripted policy with its randomness drawn from each prompt: a prompt gets the same completions
+    wherever and in whatever order it is asked (so a search on Ray workers equals one in process)."""
+
+    async def generate(self, prompt: Prompt, spec: SamplingSpec) -> list[Completion]:
+        text = "\n".join(m.content for m in prompt.messages) + "\x00" + prompt.prefix
+        self.rng = random.Random(zlib.crc32(text.encode()))
+        return await super().generate(prompt, spec)

@@ -9,7 +9,10 @@ from prmfactory.judge.parse import majority, parse_critic, parse_per_step
 from prmfactory.judge.render import DEFAULT_TEMPLATES, render
 from prmfactory.errors import PromptTooLong
 from prmfactory.judge.config import JudgeConfig
-from prmfactory.judge.stage import judge_questions, judgement_row
+from prmfactory.engines import use_engine
+from prmfactory.judge.stage import JudgeWork, judge_units, judgement_row
+from prmfactory.progress import StageProgress
+from prmfactory.work import UnitCommitter, run_units
 from prmfactory.store import Run
 from tests.test_store import problem
 
@@ -83,6 +86,14 @@ class ScriptedJudge:
         pass
 
 
+def judge_questions(commit, solutions, problems, config, engine) -> dict[str, int]:
+    """The judge stage's work over ``engine`` in this process; its counters."""
+    work = JudgeWork(config, config.template_text(), use_engine(engine))
+    committer = UnitCommitter(commit, work, config.commit_every, set(), StageProgress(None, None))
+    asyncio.run(run_units(work, judge_units(solutions, problems), committer))
+    return committer.counts
+
+
 def test_judge_questions_writes_one_row_per_solution(tmp_path):
     run = Run(tmp_path)
     config = JudgeConfig(judge="j", votes=3, quiet=True)
@@ -90,7 +101,7 @@ def test_judge_questions_writes_one_row_per_solution(tmp_path):
                  "q2": [{"node_id": "2", "steps": ["d", "e", "f"]}]}
     engine = ScriptedJudge(["\\boxed{0}", "\\boxed{0}", "nonsense"])
     with run.writing():
-        counts = asyncio.run(judge_questions(run.commit, solutions, {"q1": "P1", "q2": "P2"}, config, engine))
+        counts = judge_questions(run.commit, solutions, {"q1": "P1", "q2": "P2"}, config, engine)
     rows = run.read("judgements").to_pylist()
     assert sorted((r["question_id"], r["node_id"]) for r in rows) == [("q1", "4"), ("q1", "5"), ("q2", "2")]
     assert all(r["votes"] == [0, 0, None] and r["first_error"] == 0 and r["malformed"] == 1 for r in rows)
@@ -110,8 +121,8 @@ def test_a_solution_too_long_for_the_judge_gets_no_votes_and_the_stage_goes_on(t
     run = Run(tmp_path)
     solutions = {"q1": [{"node_id": "4", "steps": ["LONG", "b"]}, {"node_id": "5", "steps": ["c"]}]}
     with run.writing():
-        counts = asyncio.run(judge_questions(run.commit, solutions, {"q1": "P1"}, JudgeConfig(judge="j", votes=2, quiet=True),
-                                             TooLongForOne(["\\boxed{0}"])))
+        counts = judge_questions(run.commit, solutions, {"q1": "P1"}, JudgeConfig(judge="j", votes=2, quiet=True),
+                                 TooLongForOne(["\\boxed{0}"]))
     rows = {r["node_id"]: r for r in run.read("judgements").to_pylist()}
     assert rows["4"]["votes"] == [] and rows["4"]["first_error"] is None and rows["4"]["raw_outputs"] == []
     assert rows["4"]["status"] == "too_long" and rows["5"]["status"] == "ok"

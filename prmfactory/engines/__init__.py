@@ -30,7 +30,15 @@ def create_engine(model: str, config: "EngineConfig", seed: int) -> Engine:
     """The backend ``config.backend`` serving ``model`` (``toy`` / ``toy-judge`` resolve to the toy models)."""
     from prmfactory.models import resolve_model
 
-    return ENGINES[config.backend](model=resolve_model(model), seed=seed, **config.model_dump(exclude={"backend"}))
+    return ENGINES[config.backend](model=resolve_model(model), seed=seed, **config.backend_options())
+
+
+def check_engine_config(config: "EngineConfig") -> None:
+    """Refuse, before any engine starts (and on the driver, not in each worker), options the backend cannot take."""
+    if config.backend == "vllm" and config.engine_args:
+        from prmfactory.engines.vllm import vllm_engine_args
+
+        vllm_engine_args("model", config.backend_options(), seed=0)
 
 
 @contextlib.asynccontextmanager
@@ -45,3 +53,16 @@ async def open_engine(model: str, config: "EngineConfig", seed: int, metrics: di
     finally:
         metrics.update(engine.metrics())
         await engine.close()
+
+
+def use_engine(engine: Engine) -> Callable[..., Any]:
+    """An opener (like :func:`open_engine`) that hands out an engine the caller already holds and closes."""
+
+    @contextlib.asynccontextmanager
+    async def opener(model: str, config: "EngineConfig", seed: int, metrics: dict[str, Any]) -> AsyncIterator[Engine]:
+        try:
+            yield engine
+        finally:
+            metrics.update(engine.metrics())
+
+    return opener

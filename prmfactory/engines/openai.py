@@ -28,7 +28,8 @@ class EngineUnavailableError(EngineFailure):
 
 class OpenAIEngine:
     def __init__(self, model: str, *, base_url: str, api_key_env: str = "OPENAI_API_KEY", max_concurrency: int = 64,
-                 max_retries: int = 4, request_timeout_s: float = 600.0, transport: Any = None, **_: Any):
+                 max_retries: int = 4, request_timeout_s: float = 600.0, transport: Any = None, seed: int | None = None):
+        """``seed`` is accepted like every backend's and not sent: servers seed their own sampling."""
         import httpx
 
         self.model = model

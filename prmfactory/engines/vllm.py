@@ -3,7 +3,9 @@
 Prompts are tokenized here: the model's chat template (when it has one) renders the messages
 with the generation prompt, and the assistant prefix is appended as its own tokens, so a step
 prefix continues exactly after the template. Memory is bounded by an explicit KV-cache size
-(``kv_cache_gib``), which on CPU machines is the reliable bound. Sampling is seeded once, on
+(``kv_cache_gib``), which on CPU machines is the reliable bound, or on GPUs by
+``gpu_memory_utilization``; ``tensor_parallel_size`` shards the model, and any other vLLM
+engine argument passes through ``engine_args``. Sampling is seeded once, on
 the engine: per-request seeds crash the CPU engine (shared/notes/vllm_cpu.md).
 """
 
@@ -15,7 +17,7 @@ from typing import Any
 
 from prmfactory.engines.base import (Completion, EngineFailure, EngineStats, Prompt, SamplingSpec, prompt_token_ids,
                                      replicate)
-from prmfactory.errors import PrmfactoryError, PromptTooLong
+from prmfactory.errors import PrmfactoryError, PromptTooLong, UsageError
 
 
 # vLLM logs every request at INFO, to stdout; keep the stage's progress readable and stdout for
@@ -24,22 +26,60 @@ os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
 
 
+# Engine arguments this module sets itself, from EngineConfig's own fields or always.
+_OWN_ARGS = {"model", "seed", "dtype", "max_model_len", "enforce_eager", "enable_prefix_caching", "kv_cache_memory_bytes",
+             "gpu_memory_utilization", "tensor_parallel_size", "max_num_seqs", "block_size", "disable_log_stats"}
+
+
+def vllm_engine_args(model: str, options: dict[str, Any], seed: int):
+    """vLLM's ``AsyncEngineArgs`` from EngineConfig's vLLM options; an unknown ``engine_args`` name is a one-line error.
+
+    On CPU the KV cache is bounded in bytes (``kv_cache_gib``); on GPU ``gpu_memory_utilization``
+    replaces that bound when it is set.
+    """
+    import dataclasses
+
+    from vllm.engine.arg_utils import AsyncEngineArgs
+
+    extra = dict(options["engine_args"])
+    known = {f.name for f in dataclasses.fields(AsyncEngineArgs)}
+    for name in sorted(extra):
+        if name in _OWN_ARGS:
+            source = f"engine.{name}" if name in options else {"model": "the stage's model option",
+                                                                 "seed": "the stage's seed"}.get(name, "always")
+            raise UsageError(f"engine.engine_args.{name}: prmfactory sets this argument itself (from {source})")
+        if name not in known:
+            import difflib
+
+            close = difflib.get_close_matches(name, known, n=1)
+            raise UsageError(f"engine.engine_args.{name}: not a vLLM engine argument"
+                             + (f" (did you mean {close[0]!r}?)" if close else ""))
+    memory = ({"gpu_memory_utilization": options["gpu_memory_utilization"]} if options["gpu_memory_utilization"]
+              else {"kv_cache_memory_bytes": int(options["kv_cache_gib"] * 2**30)})
+    return AsyncEngineArgs(
+        model=model, dtype=options["dtype"], max_model_len=options["max_model_len"], seed=seed,
+        enforce_eager=options["enforce_eager"], enable_prefix_caching=True, max_num_seqs=options["max_num_seqs"],
+        tensor_parallel_size=options["tensor_parallel_size"], disable_log_stats=False, **memory,
+        **({"block_size": options["block_size"]} if options["block_size"] else {}), **extra)
+
+
 class VllmEngine:
     """An AsyncLLM over a local path or model id."""
 
     def __init__(self, model: str, *, seed: int = 0, dtype: str = "auto", max_model_len: int | None = None,
-                 kv_cache_gib: float = 1.0, enforce_eager: bool = True, block_size: int | None = None,
-                 max_num_seqs: int = 256, **_: Any):
+                 kv_cache_gib: float = 1.0, gpu_memory_utilization: float | None = None, tensor_parallel_size: int = 1,
+                 enforce_eager: bool = True, block_size: int | None = None, max_num_seqs: int = 256,
+                 engine_args: dict[str, Any] | None = None):
         from transformers import AutoTokenizer
-        from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
         self.model = model
+        args = vllm_engine_args(model, {
+            "dtype": dtype, "max_model_len": max_model_len, "kv_cache_gib": kv_cache_gib,
+            "gpu_memory_utilization": gpu_memory_utilization, "tensor_parallel_size": tensor_parallel_size,
+            "enforce_eager": enforce_eager, "block_size": block_size, "max_num_seqs": max_num_seqs,
+            "engine_args": engine_args or {}}, seed)
         self.tokenizer = AutoTokenizer.from_pretrained(model)
-        args = AsyncEngineArgs(
-            model=model, dtype=dtype, max_model_len=max_model_len, seed=seed, enforce_eager=enforce_eager,
-            enable_prefix_caching=True, kv_cache_memory_bytes=int(kv_cache_gib * 2**30), max_num_seqs=max_num_seqs,
-            disable_log_stats=False, **({"block_size": block_size} if block_size else {}))
         try:
             self._engine = AsyncLLM.from_engine_args(args)
         except Exception as exc:  # vLLM raises many types at start-up; surface one line

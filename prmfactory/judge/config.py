@@ -6,7 +6,7 @@ from typing import Literal, Optional
 
 from pydantic import Field
 
-from prmfactory.config import EngineConfig, StageConfig, runtime_field
+from prmfactory.config import ClusterConfig, EngineConfig, StageConfig, cluster_field, runtime_field
 from prmfactory.errors import UsageError
 from prmfactory.judge.render import DEFAULT_TEMPLATES, SHIPPED_TEMPLATES, TOY_TEMPLATE
 
@@ -22,6 +22,7 @@ class JudgeConfig(StageConfig):
     temperature: float = Field(0.7, ge=0, description="Sampling temperature (votes > 1 need it above 0).")
     max_new_tokens: int = Field(1024, ge=1, description="Longest judge output in tokens.")
     engine: EngineConfig = Field(default_factory=EngineConfig, description="Generation backend.")
+    cluster: ClusterConfig = cluster_field()
     seed: int = Field(0, description="Seeds the engine.")
     concurrency: int = runtime_field(64, "Solutions judged at once.", ge=1)
     commit_every: int = runtime_field(16, "Questions per committed shard.", ge=1)

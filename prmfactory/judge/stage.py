@@ -16,24 +16,23 @@ Modes (Zheng et al. 2024, ProcessBench; Zhang et al. 2025, Qwen2.5-Math-PRM cons
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from typing import Any
+from typing import Any, Callable
 
-from prmfactory.engines.base import Engine, Message, Prompt, SamplingSpec, run_all
+from prmfactory.engines import check_engine_config
+from prmfactory.engines.base import Message, Prompt, SamplingSpec
 from prmfactory.errors import PromptTooLong
 from prmfactory.judge.config import JudgeConfig
 from prmfactory.judge.parse import PARSERS, majority
 from prmfactory.judge.render import render
 from prmfactory.fileio import sha256_text
-from prmfactory.progress import stage_progress
 from prmfactory.models import require_model
 from prmfactory.rows import JudgementsRow
 from prmfactory.stages import Stage, StageContext, StageReport
-from prmfactory.store import CommitBuffer
+from prmfactory.work import StageWork, Unit, UnitResult, WorkSummary
 
 LOG = logging.getLogger("prmfactory")
-
-
 
 
 def judgement_row(question_id: str, node_id: str, config: JudgeConfig, outputs: list[str], num_steps: int,
@@ -47,39 +46,60 @@ def judgement_row(question_id: str, node_id: str, config: JudgeConfig, outputs: 
             "malformed": sum(v is None for v in votes), "raw_outputs": outputs}
 
 
-async def judge_questions(commit, solutions: dict[str, list[dict[str, Any]]], problems: dict[str, str],
-                          config: JudgeConfig, engine: Engine) -> dict[str, int]:
-    """Judge every solution, committing through ``commit`` every ``commit_every`` questions."""
-    template = config.template_text()
-    spec = SamplingSpec(n=config.votes, temperature=config.temperature, max_tokens=config.max_new_tokens)
-    slots = asyncio.Semaphore(config.concurrency)
-    buffer = CommitBuffer(commit, ["judgements"], config.commit_every)
-    counts = {"solutions": 0, "flagged": 0, "malformed_outputs": 0, "too_long": 0}
+class JudgeWork(StageWork):
+    """Judges every complete solution of a question over one engine: a unit is one question.
 
-    async def judge_one(question_id: str, node: dict[str, Any]) -> dict[str, Any]:
-        prompt = Prompt((Message("user", render(template, problems[question_id], node["steps"])),))
-        async with slots:
+    The payload is ``(question_id, problem, solutions)``; ``concurrency`` solutions are judged at once.
+    ``template`` is the prompt's text, read on the driver (a worker may not see the driver's files).
+    """
+
+    label = "judge"
+    datasets = ("judgements",)
+    counters = ("solutions", "flagged", "malformed_outputs", "too_long")
+
+    def __init__(self, config: JudgeConfig, template: str, opener: Callable[..., Any] | None = None):
+        from prmfactory import engines
+
+        self.config, self.template, self.opener = config, template, opener or engines.open_engine
+        self.label = f"judge ({config.mode})"
+        self.units_in_flight, self.engine = config.concurrency, config.engine
+
+    async def open(self) -> None:
+        config = self.config
+        self._metrics: dict[str, Any] = {}
+        self._spec = SamplingSpec(n=config.votes, temperature=config.temperature, max_tokens=config.max_new_tokens)
+        self._slots = asyncio.Semaphore(config.concurrency)
+        self._stack = contextlib.AsyncExitStack()
+        self._engine = await self._stack.enter_async_context(self.opener(config.judge, config.engine, config.seed,
+                                                                    self._metrics))
+
+    async def _judge(self, question_id: str, problem: str, node: dict[str, Any]) -> JudgementsRow:
+        prompt = Prompt((Message("user", render(self.template, problem, node["steps"])),))
+        async with self._slots:
             try:
-                completions, too_long = await engine.generate(prompt, spec), False
+                completions, too_long = await self._engine.generate(prompt, self._spec), False
             except PromptTooLong as exc:  # a long solution gets no votes; the stage goes on
                 LOG.warning("%s node %s not judged: %s", question_id, node["node_id"], exc)
-                counts["too_long"] += 1
                 completions, too_long = [], True
-        return judgement_row(question_id, node["node_id"], config, [c.text for c in completions], len(node["steps"]),
-                             too_long=too_long)
+        return judgement_row(question_id, node["node_id"], self.config, [c.text for c in completions],
+                             len(node["steps"]), too_long=too_long)
 
-    async def question(question_id: str, nodes: list[dict[str, Any]]) -> None:
-        rows = await asyncio.gather(*(judge_one(question_id, node) for node in nodes))
-        buffer.add({"judgements": rows})
-        counts["solutions"] += len(rows)
-        counts["flagged"] += sum(r["first_error"] not in (None, -1) for r in rows)
-        counts["malformed_outputs"] += sum(r["malformed"] for r in rows)
-        progress.advance(**counts)
+    async def process(self, payload: tuple[str, str, list[dict[str, Any]]]) -> UnitResult:
+        question_id, problem, nodes = payload
+        rows = list(await asyncio.gather(*(self._judge(question_id, problem, node) for node in nodes)))
+        return UnitResult({"judgements": rows}, {
+            "solutions": len(rows), "flagged": sum(r["first_error"] not in (None, -1) for r in rows),
+            "malformed_outputs": sum(r["malformed"] for r in rows),
+            "too_long": sum(r["status"] == "too_long" for r in rows)})
 
-    with stage_progress(f"judge ({config.mode})", len(solutions), quiet=config.quiet) as progress:
-        await run_all(question(q, nodes) for q, nodes in solutions.items())
-        buffer.flush()
-    return counts
+    async def close(self) -> WorkSummary:
+        await self._stack.aclose()
+        return WorkSummary({}, self._metrics)
+
+
+def judge_units(solutions: dict[str, list[dict[str, Any]]], problems: dict[str, str]) -> list[Unit]:
+    """One unit per question: its problem and complete solutions."""
+    return [Unit((qid,), (qid, problems[qid], nodes)) for qid, nodes in solutions.items()]
 
 
 class JudgeStage(Stage, name="judge", config=JudgeConfig, reads=("problems", "nodes"), requires=("problems", "nodes"),
@@ -89,6 +109,7 @@ class JudgeStage(Stage, name="judge", config=JudgeConfig, reads=("problems", "no
     def prepare(self, ctx: StageContext) -> str:
         if ctx.config.engine.backend == "vllm":
             require_model(ctx.config.judge)
+        check_engine_config(ctx.config.engine)
         return ctx.config.template_text()
 
     def run(self, ctx: StageContext) -> StageReport:
@@ -103,6 +124,5 @@ class JudgeStage(Stage, name="judge", config=JudgeConfig, reads=("problems", "no
         report.rows_in, report.skipped_done, report.already_done = len(solutions), len(done), not solutions
         report.details["template_sha256"] = sha256_text(ctx.prepared)
         if solutions:
-            ctx.generate_with(ctx.config.judge, lambda engine: judge_questions(ctx.commit, solutions, problems,
-                                                                               ctx.config, engine))
+            ctx.do_units(JudgeWork(ctx.config, ctx.prepared), judge_units(solutions, problems), ctx.config.commit_every, done=done)
         return report

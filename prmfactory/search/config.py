@@ -6,7 +6,7 @@ from typing import Literal, Optional
 
 from pydantic import Field, model_validator
 
-from prmfactory.config import EngineConfig, StageConfig, runtime_field
+from prmfactory.config import ClusterConfig, EngineConfig, StageConfig, cluster_field, runtime_field
 from prmfactory.engines.base import DEFAULT_SYSTEM_PROMPT
 from prmfactory.steps import SegmentationName
 
@@ -21,6 +21,7 @@ class MctsConfig(StageConfig):
     policy: str = Field(description="Policy model: a model id, a local path, or `toy`.")
     strategy: Literal["omegaprm", "mc"] = Field("omegaprm", description="`omegaprm` (binary-search MCTS) or `mc` (Math-Shepherd).")
     engine: EngineConfig = Field(default_factory=EngineConfig, description="Generation backend.")
+    cluster: ClusterConfig = cluster_field()
     system_prompt: Optional[str] = Field(DEFAULT_SYSTEM_PROMPT, description="System message; null for none.")
     segmentation: SegmentationName = Field(
         "blank_line", description="How solutions are split into steps: `blank_line`, `line` or `step_prefix` (recorded so "

@@ -14,7 +14,7 @@ same way, i.e. not across runs with concurrency > 1; the rollouts actually drawn
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import json
 import logging
 import random
@@ -23,11 +23,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from prmfactory.answers import AnswerChecker
-from prmfactory.engines.base import Engine, EngineFailure, SamplingSpec, chat_messages, run_all
+from prmfactory.engines import check_engine_config
+from prmfactory.engines.base import Engine, EngineFailure, SamplingSpec, chat_messages
 from prmfactory.errors import UsageError
 from prmfactory.fileio import atomic_write_text
 from prmfactory.inputs import InputIssue, load_problems
-from prmfactory.progress import stage_progress
 from prmfactory.models import require_model
 from prmfactory.rows import QuestionsRow
 from prmfactory.search.config import MctsConfig
@@ -37,12 +37,11 @@ from prmfactory.search.outcome import SearchOutcome
 from prmfactory.search.rollouts import QuestionContext
 from prmfactory.stages import Stage, StageContext, StageInput, StageReport
 from prmfactory.steps import Segmenter
-from prmfactory.store import CommitBuffer, Run
+from prmfactory.store import Run
+from prmfactory.work import StageWork, Unit, UnitCommitter, UnitResult, WorkSummary, run_units
 
 LOG = logging.getLogger("prmfactory")
 REJECTS_FILE = "rejects.jsonl"
-
-
 
 
 async def _search(context: QuestionContext, config: MctsConfig, rng: random.Random) -> SearchOutcome:
@@ -53,47 +52,85 @@ async def _search(context: QuestionContext, config: MctsConfig, rng: random.Rand
     return await search_omegaprm(context, params, rng)
 
 
-def _summary(question_id: str, config: MctsConfig, outcome: SearchOutcome | None, context: QuestionContext,
+def _summary(question_id: str, config: MctsConfig, outcome: SearchOutcome | None, context: QuestionContext | None,
              reason: str | None) -> QuestionsRow:
     return {"question_id": question_id, "status": outcome.status if outcome else "failed",
             "reason": outcome.reason if outcome else reason, "strategy": config.strategy,
-            "num_nodes": len(outcome.tree.nodes) if outcome else 0, "num_rollouts": context.rollouts_made,
-            "generated_tokens": context.generated_tokens,
+            "num_nodes": len(outcome.tree.nodes) if outcome else 0,
+            "num_rollouts": context.rollouts_made if context else 0,
+            "generated_tokens": context.generated_tokens if context else 0,
             "initial_accuracy": outcome.initial_accuracy if outcome else None}
 
 
-async def search_questions(commit: Callable[..., Any], problems: list[dict[str, Any]], config: MctsConfig,
-                           engine: Engine, checker: AnswerChecker) -> dict[str, int]:
-    """Search every problem, committing nodes and summaries every ``commit_every`` questions through ``commit``."""
-    segmenter = Segmenter(config.segmentation)
-    sampling = SamplingSpec(temperature=config.temperature, top_p=config.top_p, max_tokens=config.max_new_tokens)
-    slots = asyncio.Semaphore(config.concurrency)
-    buffer = CommitBuffer(commit, ("nodes", "questions"), config.commit_every)
-    counts = {"searched": 0, "prefiltered_all_correct": 0, "prefiltered_all_wrong": 0, "failed": 0}
+class SearchWork(StageWork):
+    """Searches whole questions over one engine and answer checker: a unit is one problem.
 
-    async def one(problem: dict[str, Any]) -> None:
-        qid = problem["question_id"]
+    ``opener`` opens the engine (default: :func:`prmfactory.engines.open_engine` as it is when the
+    work is made, so a Ray worker opens what the driver would). A question whose search raises is recorded ``failed`` with the reason; a dead
+    engine (:class:`EngineFailure`) is raised, never recorded.
+    """
+
+    label = "mcts"
+    datasets = ("nodes", "questions")
+    counters = ("searched", "prefiltered_all_correct", "prefiltered_all_wrong", "failed")
+
+    def __init__(self, config: MctsConfig, opener: Callable[..., Any] | None = None):
+        from prmfactory import engines
+
+        self.config, self.opener = config, opener or engines.open_engine
+        self.label = f"mcts ({config.strategy})"
+        self.units_in_flight, self.engine = config.concurrency, config.engine
+
+    async def open(self) -> None:
+        config = self.config
+        self._metrics: dict[str, Any] = {}
+        self._stack = contextlib.AsyncExitStack()
+        self._checker = self._stack.enter_context(AnswerChecker(config.answer_timeout_s))
+        self._engine = await self._stack.enter_async_context(self.opener(config.policy, config.engine, config.seed,
+                                                                    self._metrics))
+        self._segmenter = Segmenter(config.segmentation)
+        self._sampling = SamplingSpec(temperature=config.temperature, top_p=config.top_p,
+                                      max_tokens=config.max_new_tokens)
+
+    async def process(self, problem: dict[str, Any]) -> UnitResult:
+        config, qid = self.config, problem["question_id"]
         context = QuestionContext(qid, problem["answer"], chat_messages(problem["problem"], config.system_prompt),
-                                  engine, checker, segmenter, sampling)
-        rng = random.Random(f"{config.seed}:{qid}")
+                                  self._engine, self._checker, self._segmenter, self._sampling)
         outcome, reason = None, None
-        async with slots:
-            try:
-                outcome = await _search(context, config, rng)
-            except EngineFailure:
-                raise
-            except Exception as exc:  # one question's failure is recorded, never fatal to the others
-                reason = f"{type(exc).__name__}: {exc}"[:500]
-                LOG.warning("question %s failed: %s", qid, reason)
-        buffer.add({"questions": [_summary(qid, config, outcome, context, reason)],
-                    "nodes": outcome.tree.rows(qid, config.strategy, config.segmentation) if outcome else []})
-        counts[outcome.status if outcome else "failed"] += 1
-        progress.advance(**{k: v for k, v in counts.items() if v})
+        try:
+            outcome = await _search(context, config, random.Random(f"{config.seed}:{qid}"))
+        except EngineFailure:
+            raise
+        except Exception as exc:  # one question's failure is recorded, never fatal to the others
+            reason = f"{type(exc).__name__}: {exc}"[:500]
+            LOG.warning("question %s failed: %s", qid, reason)
+        rows = {"questions": [_summary(qid, config, outcome, context, reason)],
+                "nodes": outcome.tree.rows(qid, config.strategy, config.segmentation) if outcome else []}
+        return UnitResult(rows, {outcome.status if outcome else "failed": 1})
 
-    with stage_progress(f"mcts ({config.strategy})", len(problems), quiet=config.quiet) as progress:
-        await run_all(one(p) for p in problems)
-        buffer.flush()
-    return counts
+    async def close(self) -> WorkSummary:
+        timeouts = self._checker.timeouts
+        await self._stack.aclose()
+        return WorkSummary({"answer_check_timeouts": timeouts}, self._metrics)
+
+    def failed_rows(self, unit: Unit, reason: str) -> dict[str, list[dict[str, Any]]]:
+        return {"questions": [_summary(qid, self.config, None, None, reason) for qid in unit.question_ids]}
+
+
+async def search_questions(commit: Callable[..., Any], problems: list[dict[str, Any]], config: MctsConfig,
+                           engine: Engine) -> dict[str, Any]:
+    """Search ``problems`` over ``engine`` in this process, committing through ``commit``; the counters.
+
+    For callers that hold an engine already (benchmarks, tests); the stage goes through
+    :meth:`StageContext.do_units`, which also runs on Ray.
+    """
+    from prmfactory.engines import use_engine
+    from prmfactory.progress import StageProgress
+
+    work = SearchWork(config, use_engine(engine))
+    committer = UnitCommitter(commit, work, config.commit_every, set(), StageProgress(None, None))
+    summary = await run_units(work, [Unit((p["question_id"],), p) for p in problems], committer)
+    return {**committer.counts, **summary.counts}
 
 
 def commit_problems(commit: Callable[..., Any], run: Run, rows: list[dict[str, Any]], issues: list[InputIssue],
@@ -133,6 +170,7 @@ class MctsStage(Stage, name="mcts", config=MctsConfig, reads=("problems",), writ
         ctx.run.require_run_or_new()
         if ctx.config.engine.backend == "vllm":
             require_model(ctx.config.policy)
+        check_engine_config(ctx.config.engine)
         return load_problems(ctx.source.path, ctx.source.format, skip_invalid=ctx.source.skip_invalid)
 
     def run(self, ctx: StageContext) -> StageReport:
@@ -148,10 +186,6 @@ class MctsStage(Stage, name="mcts", config=MctsConfig, reads=("problems",), writ
             report.dropped["rejected_input_line"] = len(issues)
         report.already_done = not todo
         if todo:
-            with AnswerChecker(config.answer_timeout_s) as checker:
-                try:
-                    ctx.generate_with(config.policy, lambda engine: search_questions(ctx.commit, todo, config, engine,
-                                                                                      checker))
-                finally:
-                    report.counts["answer_check_timeouts"] = checker.timeouts
+            ctx.do_units(SearchWork(config), [Unit((p["question_id"],), p) for p in todo], config.commit_every,
+                         done=done)
         return report
