@@ -98,6 +98,26 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text.splitlines()[0] if text else 'no reason given'}"[:500]
 
 
+def check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Refuse, within seconds and before the run is touched, a cluster address nothing answers at.
+
+    Ray itself retries an unreachable head for minutes; ``local`` and ``auto`` need no check here
+    (``auto`` without a running cluster fails at once in ``ray.init``).
+    """
+    if address in ("local", "auto"):
+        return
+    import socket
+    from urllib.parse import urlsplit
+
+    target = urlsplit(address if "://" in address else f"ray://{address}")
+    if target.hostname is None or target.port is None:
+        raise UsageError(f"--ray-address {address}: expected local, auto, HOST:PORT or ray://HOST:PORT")
+    try:
+        socket.create_connection((target.hostname, target.port), timeout=timeout_s).close()
+    except OSError as exc:
+        raise UsageError(f"--ray-address {address}: no Ray cluster answers there ({exc.strerror or exc})") from exc
+
+
 def _ray():
     try:
         import ray
@@ -207,7 +227,7 @@ class RayPool:
         queue = collections.deque(units)  # units not tried yet
         retries: collections.deque[Unit] = collections.deque()  # units whose worker died while holding them
         in_flight: dict[Any, tuple[int, Unit | None]] = {}  # ref -> (worker, unit; None for its `ready` call)
-        started = time.monotonic()
+        started, cpu_started = time.monotonic(), time.process_time()
         losses, restarts, fruitless_in_a_row = 0, 0, 0
         summaries: list[WorkSummary] = []
         last_warning = started
@@ -290,7 +310,8 @@ class RayPool:
                                           f"{_first_line(cause)}") from exc
                 if unit is None:
                     slot.ready = True
-                    self.description.setdefault("worker_starts", []).append({"worker": index, **result})
+                    self.description.setdefault("worker_starts", []).append(
+                        {"worker": index, **result, "ready_after_s": round(time.monotonic() - started, 2)})
                     continue
                 slot.load -= 1
                 slot.finished += 1
@@ -311,4 +332,5 @@ class RayPool:
         self.counts = {**merge_counts(summaries), "workers_lost": losses, "worker_restarts": restarts}
         self.engine_metrics = merge_engine_metrics([s.engine for s in summaries], wall)
         self.description["driver_commit_seconds"] = round(commit_seconds, 3)
+        self.description["driver_cpu_seconds"] = round(time.process_time() - cpu_started, 3)
         self.description["wall_seconds"] = round(wall, 2)

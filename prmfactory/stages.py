@@ -243,6 +243,11 @@ def execute(name: str, run: Run, config: StageConfig, *, force: bool = False,
     started = time.monotonic()
     ctx = StageContext(stage, run, config, force=force, source=source)
     ctx.prepared = stage.prepare(ctx)
+    cluster = getattr(config, "cluster", None)
+    if cluster is not None and cluster.ray_address is not None:
+        from prmfactory.cluster import check_reachable
+
+        check_reachable(cluster.ray_address)
     with run.writing(), run.log_to_file(name) as log:
         ctx.log = log
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 from pathlib import Path
@@ -126,3 +127,12 @@ def discriminative_prm(shards, tmp_path_factory):
     return output, execute("train-prm", Run(output), config, source=StageInput(shards))
 
 
+
+
+@pytest.fixture
+def numbered_problems(tmp_path):
+    """Ten scripted-domain problems ``q0`` … ``q9`` ("Problem q3?", answer 42) as an mcts input file."""
+    path = tmp_path / "problems.jsonl"
+    path.write_text("".join(json.dumps({"id": f"q{i}", "problem": f"Problem q{i}?", "answer": "42"}) + "\n"
+                            for i in range(10)))
+    return path

@@ -14,6 +14,7 @@ import contextlib
 import functools
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -36,7 +37,7 @@ from tests.scripted_engine import PromptSeededEngine
 from tests.test_judge import ScriptedJudge
 
 REPO = Path(__file__).resolve().parent.parent
-QUESTIONS = 10
+QUESTIONS = 10  # in the `numbered_problems` fixture (conftest)
 
 
 @pytest.fixture(scope="module")
@@ -80,14 +81,6 @@ async def scripted_engines(model, engine_config, seed, metrics, deadly=(), marke
     metrics.update(engine.metrics())
 
 
-@pytest.fixture
-def problems(tmp_path):
-    path = tmp_path / "problems.jsonl"
-    path.write_text("".join(json.dumps({"id": f"q{i}", "problem": f"Problem q{i}?", "answer": "42"}) + "\n"
-                            for i in range(QUESTIONS)))
-    return path
-
-
 def use(monkeypatch, **options) -> None:
     monkeypatch.setattr("prmfactory.engines.open_engine", functools.partial(scripted_engines, **options))
 
@@ -106,12 +99,12 @@ def rows(run: Run, dataset: str, key: tuple[str, ...]) -> list[dict]:
     return table
 
 
-def test_two_ray_workers_commit_what_one_process_commits(ray_session, problems, tmp_path, monkeypatch):
+def test_two_ray_workers_commit_what_one_process_commits(ray_session, numbered_problems, tmp_path, monkeypatch):
     use(monkeypatch)
     alone = Run(tmp_path / "alone")
-    mcts(alone.root, problems)
+    mcts(alone.root, numbered_problems)
     pooled = Run(tmp_path / "pooled")
-    report = mcts(pooled.root, problems, ray_address="local", workers=2)
+    report = mcts(pooled.root, numbered_problems, ray_address="local", workers=2)
     for dataset, key in (("questions", ("question_id",)), ("nodes", ("question_id", "node_id"))):
         assert rows(pooled, dataset, key) == rows(alone, dataset, key)
     assert report.counts["workers_lost"] == 0 and report.engine["requests"] > 0
@@ -131,15 +124,15 @@ def test_two_ray_workers_commit_what_one_process_commits(ray_session, problems, 
         assert report.details["cluster"]["workers"] == 2
 
 
-def test_a_worker_killed_on_its_first_try_at_a_question_loses_nothing(ray_session, problems, tmp_path, monkeypatch):
+def test_a_worker_killed_on_its_first_try_at_a_question_loses_nothing(ray_session, numbered_problems, tmp_path, monkeypatch):
     use(monkeypatch)
     expected = Run(tmp_path / "expected")
-    mcts(expected.root, problems)
+    mcts(expected.root, numbered_problems)
     markers = tmp_path / "markers"
     markers.mkdir()
     use(monkeypatch, deadly=("q2", "q7"), markers=str(markers))
     run = Run(tmp_path / "run")
-    report = mcts(run.root, problems, ray_address="local", workers=2)
+    report = mcts(run.root, numbered_problems, ray_address="local", workers=2)
     assert sorted(p.name for p in markers.iterdir()) == ["q2", "q7"]  # both were tried, and killed a worker
     assert report.counts["workers_lost"] == 2 and report.counts["worker_restarts"] == 2
     assert rows(run, "questions", ("question_id",)) == rows(expected, "questions", ("question_id",))
@@ -147,11 +140,11 @@ def test_a_worker_killed_on_its_first_try_at_a_question_loses_nothing(ray_sessio
     assert run.verify() == len([s for d in run.datasets() for s in run.shards(d)])
 
 
-def test_a_question_that_kills_every_worker_is_recorded_failed_after_max_attempts(ray_session, problems, tmp_path,
+def test_a_question_that_kills_every_worker_is_recorded_failed_after_max_attempts(ray_session, numbered_problems, tmp_path,
                                                                                 monkeypatch):
     use(monkeypatch, deadly=("q4",))
     run = Run(tmp_path / "run")
-    report = mcts(run.root, problems, ray_address="local", workers=2, max_attempts=2)
+    report = mcts(run.root, numbered_problems, ray_address="local", workers=2, max_attempts=2)
     questions = {r["question_id"]: r for r in rows(run, "questions", ("question_id",))}
     assert len(questions) == QUESTIONS
     assert questions["q4"]["status"] == "failed" and "gave up after 2 lost workers" in questions["q4"]["reason"]
@@ -160,10 +153,10 @@ def test_a_question_that_kills_every_worker_is_recorded_failed_after_max_attempt
     assert report.details["given_up"] == ["q4"]
 
 
-def test_a_policy_that_kills_every_worker_stops_the_stage(ray_session, problems, tmp_path, monkeypatch):
+def test_a_policy_that_kills_every_worker_stops_the_stage(ray_session, numbered_problems, tmp_path, monkeypatch):
     use(monkeypatch, deadly=tuple(f"q{i}" for i in range(QUESTIONS)))
     with pytest.raises(EngineFailure, match="workers in a row were lost before finishing any work"):
-        mcts(tmp_path / "run", problems, ray_address="local", workers=2, max_attempts=1)
+        mcts(tmp_path / "run", numbered_problems, ray_address="local", workers=2, max_attempts=1)
 
 
 class Rows(StageWork):
@@ -192,9 +185,9 @@ def test_rows_of_a_question_already_committed_are_dropped_and_counted(tmp_path):
     assert committer.duplicates == 2 and committer.counts == {"n": 2}
 
 
-def test_sigkill_of_the_driver_after_its_first_commit_then_a_rerun_resumes_without_duplicates(problems, tmp_path):
+def test_sigkill_of_the_driver_after_its_first_commit_then_a_rerun_resumes_without_duplicates(numbered_problems, tmp_path):
     root = tmp_path / "run"
-    command = [sys.executable, "-m", "tests.scripted_cli", "mcts", "--input", str(problems), "--output", str(root),
+    command = [sys.executable, "-m", "tests.scripted_cli", "mcts", "--input", str(numbered_problems), "--output", str(root),
                "--policy", "scripted-slow", "--ray-address", "local", "--workers", "2", "--cpus-per-worker", "0.5",
                "--rollouts", "4", "--budget", "8", "--concurrency", "1", "--commit-every", "1", "-q"]
     env = dict(os.environ, PYTHONPATH=str(REPO))
@@ -218,3 +211,42 @@ def test_sigkill_of_the_driver_after_its_first_commit_then_a_rerun_resumes_witho
     assert len(rows(run, "questions", ("question_id",))) == QUESTIONS
     rows(run, "nodes", ("question_id", "node_id"))
     assert run.read_report("mcts")["skipped_done"] >= len(first)
+
+
+CLI = [sys.executable, "-c", "from prmfactory.cli import main; main()"]
+
+
+@pytest.mark.slow
+def test_two_vllm_cpu_workers_on_the_toy_policy_then_verify_and_judge_on_ray(tmp_path):
+    """The done-when commands: mcts, verify and judge with --ray-address local --workers 2 on real engines."""
+    problems = tmp_path / "problems.jsonl"
+    subprocess.run(CLI + ["toy", "problems", "--n", "12", "--output", str(problems)], check=True, capture_output=True)
+    engine = tmp_path / "engine.yaml"
+    engine.write_text("engine: {dtype: float32, max_model_len: 512, kv_cache_gib: 0.25, block_size: 32}\n")
+    root = tmp_path / "run"
+    pool = ["--ray-address", "local", "--workers", "2", "--quiet"]
+    steps = [["mcts", "--input", str(problems), "--output", str(root), "--policy", "toy", "--rollouts", "4",
+              "--budget", "8", "--max-new-tokens", "96", "--config", str(engine)],
+             ["verify", "--run", str(root), "--set", "questions_per_task=2"],
+             ["judge", "--run", str(root), "--judge", "toy-judge", "--votes", "2", "--max-new-tokens", "64",
+              "--config", str(engine)]]
+    for command in steps:
+        result = subprocess.run(CLI + command + pool, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+    run = Run(root)
+    expected = [json.loads(line)["id"] for line in problems.read_text().splitlines()]
+    assert [r["question_id"] for r in rows(run, "questions", ("question_id",))] == sorted(expected)
+    assert run.verify() == sum(len(run.shards(d)) for d in run.datasets())  # every shard's checksum holds
+    starts = run.read_report("mcts")["details"]["cluster"]["worker_starts"]
+    assert sorted(s["cpu_bind"] for s in starts) == ["0", "1"]  # each CPU engine on its own core
+    assert {r["question_id"] for r in run.read("judgements").to_pylist()} <= set(expected)
+    assert run.read_report("judge")["details"]["cluster"]["workers"] == 2
+
+    alone = Run(tmp_path / "alone")  # verify in one process on the same nodes writes the same verdicts
+    shutil.copytree(root, alone.root)
+    with alone.writing():
+        alone.drop_shards(alone.shards("verdicts") + alone.shards("judgements"))
+    result = subprocess.run(CLI + ["verify", "--run", str(alone.root), "--quiet"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    key = ("question_id", "node_id", "step_index")
+    assert rows(alone, "verdicts", key) == rows(run, "verdicts", key)

@@ -36,9 +36,9 @@ def create_engine(model: str, config: "EngineConfig", seed: int) -> Engine:
 def check_engine_config(config: "EngineConfig") -> None:
     """Refuse, before any engine starts (and on the driver, not in each worker), options the backend cannot take."""
     if config.backend == "vllm" and config.engine_args:
-        from prmfactory.engines.vllm import vllm_engine_args
+        from prmfactory.engines.vllm import check_engine_args
 
-        vllm_engine_args("model", config.backend_options(), seed=0)
+        check_engine_args(config.engine_args, list(config.backend_options()))
 
 
 @contextlib.asynccontextmanager

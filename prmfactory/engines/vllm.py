@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from typing import Any
+from typing import Any, Sequence
 
 from prmfactory.engines.base import (Completion, EngineFailure, EngineStats, Prompt, SamplingSpec, prompt_token_ids,
                                      replicate)
@@ -31,19 +31,14 @@ _OWN_ARGS = {"model", "seed", "dtype", "max_model_len", "enforce_eager", "enable
              "gpu_memory_utilization", "tensor_parallel_size", "max_num_seqs", "block_size", "disable_log_stats"}
 
 
-def vllm_engine_args(model: str, options: dict[str, Any], seed: int):
-    """vLLM's ``AsyncEngineArgs`` from EngineConfig's vLLM options; an unknown ``engine_args`` name is a one-line error.
-
-    On CPU the KV cache is bounded in bytes (``kv_cache_gib``); on GPU ``gpu_memory_utilization``
-    replaces that bound when it is set.
-    """
+def check_engine_args(engine_args: dict[str, Any], options: Sequence[str]) -> None:
+    """Refuse an ``engine_args`` name vLLM's ``AsyncEngineArgs`` does not have, or one prmfactory sets itself."""
     import dataclasses
 
     from vllm.engine.arg_utils import AsyncEngineArgs
 
-    extra = dict(options["engine_args"])
     known = {f.name for f in dataclasses.fields(AsyncEngineArgs)}
-    for name in sorted(extra):
+    for name in sorted(engine_args):
         if name in _OWN_ARGS:
             source = f"engine.{name}" if name in options else {"model": "the stage's model option",
                                                                  "seed": "the stage's seed"}.get(name, "always")
@@ -54,13 +49,23 @@ def vllm_engine_args(model: str, options: dict[str, Any], seed: int):
             close = difflib.get_close_matches(name, known, n=1)
             raise UsageError(f"engine.engine_args.{name}: not a vLLM engine argument"
                              + (f" (did you mean {close[0]!r}?)" if close else ""))
+
+
+def vllm_engine_kwargs(options: dict[str, Any], seed: int) -> dict[str, Any]:
+    """vLLM ``AsyncEngineArgs`` keywords (all but the model) from EngineConfig's vLLM options.
+
+    On CPU the KV cache is bounded in bytes (``kv_cache_gib``); on GPU ``gpu_memory_utilization``
+    replaces that bound when it is set. ``engine_args`` are checked (:func:`check_engine_args`) and
+    passed as they are.
+    """
+    check_engine_args(options["engine_args"], list(options))
     memory = ({"gpu_memory_utilization": options["gpu_memory_utilization"]} if options["gpu_memory_utilization"]
               else {"kv_cache_memory_bytes": int(options["kv_cache_gib"] * 2**30)})
-    return AsyncEngineArgs(
-        model=model, dtype=options["dtype"], max_model_len=options["max_model_len"], seed=seed,
-        enforce_eager=options["enforce_eager"], enable_prefix_caching=True, max_num_seqs=options["max_num_seqs"],
-        tensor_parallel_size=options["tensor_parallel_size"], disable_log_stats=False, **memory,
-        **({"block_size": options["block_size"]} if options["block_size"] else {}), **extra)
+    return dict(dtype=options["dtype"], max_model_len=options["max_model_len"], seed=seed,
+                enforce_eager=options["enforce_eager"], enable_prefix_caching=True,
+                max_num_seqs=options["max_num_seqs"], tensor_parallel_size=options["tensor_parallel_size"],
+                disable_log_stats=False, **memory,
+                **({"block_size": options["block_size"]} if options["block_size"] else {}), **options["engine_args"])
 
 
 class VllmEngine:
@@ -71,14 +76,15 @@ class VllmEngine:
                  enforce_eager: bool = True, block_size: int | None = None, max_num_seqs: int = 256,
                  engine_args: dict[str, Any] | None = None):
         from transformers import AutoTokenizer
+        from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
         self.model = model
-        args = vllm_engine_args(model, {
+        args = AsyncEngineArgs(model=model, **vllm_engine_kwargs({
             "dtype": dtype, "max_model_len": max_model_len, "kv_cache_gib": kv_cache_gib,
             "gpu_memory_utilization": gpu_memory_utilization, "tensor_parallel_size": tensor_parallel_size,
             "enforce_eager": enforce_eager, "block_size": block_size, "max_num_seqs": max_num_seqs,
-            "engine_args": engine_args or {}}, seed)
+            "engine_args": engine_args or {}}, seed))
         self.tokenizer = AutoTokenizer.from_pretrained(model)
         try:
             self._engine = AsyncLLM.from_engine_args(args)
