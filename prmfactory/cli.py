@@ -109,7 +109,7 @@ BaseUrlOpt = Annotated[Optional[str], typer.Option(help="Use an OpenAI-compatibl
 
 
 @opt.stage_command(app, handled, "mcts", [
-    opt.parameter("input", opt.InputOpt, inspect.Parameter.empty), opt.parameter("output", opt.OutputRunOpt, inspect.Parameter.empty),
+    opt.parameter("input", opt.InputOpt, inspect.Parameter.empty), opt.parameter("output", opt.OutputLocationOpt, inspect.Parameter.empty),
     opt.parameter("input_format", opt.FormatOpt, "auto"), opt.parameter("skip_invalid", opt.SkipInvalidOpt, False),
     opt.parameter("base_url", BaseUrlOpt), opt.parameter("force", opt.ForceOpt, False), *opt.cluster_parameters()],
     "Search solution trees with a policy LLM and estimate per-step Monte-Carlo values.")
@@ -131,7 +131,7 @@ def _check_format(value: str) -> None:
         raise UsageError(f"--format: expected one of {', '.join(FORMATS)}, got {value!r}")
 
 
-def _print_report(run: Path, report) -> None:
+def _print_report(run: Path | str, report) -> None:
     """One or two lines about a finished stage: counts, drops, engine throughput, where the report is."""
     from prmfactory.progress import console
 
@@ -146,10 +146,11 @@ def _print_report(run: Path, report) -> None:
         console.print(f"engine: {engine.get('generated_tokens')} tokens, {engine.get('tokens_per_second')} tok/s, "
                       f"busy {engine.get('busy_fraction')}, prefix-cache hit rate "
                       f"{engine.get('prefix_cache_hit_rate', 'n/a')}")
-    console.print(f"run folder: {run} (report: {run / 'reports' / (report.stage + '.json')})")
+    console.print(f"run folder: {run} (report: {str(run).rstrip('/')}/reports/{report.stage}.json)")
 
 
-VerifyRunOpt = Annotated[Optional[Path], typer.Option("--run", help="Run folder with mcts shards (writes verdicts/).")]
+VerifyRunOpt = Annotated[Optional[str], typer.Option("--run", help="Run folder with mcts shards (writes verdicts/): "
+                                                                 "a path, or a URL such as s3://bucket/run.")]
 ProcessBenchOpt = Annotated[Optional[Path], typer.Option(help="ProcessBench-format file or folder to verify standalone.", exists=True)]
 VerifyOutputOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="Output folder for --processbench.")]
 
@@ -178,7 +179,7 @@ def _verify(given: dict[str, Any], build: Callable) -> None:
     _run_stage("verify", run, config, given["force"])
 
 
-def _run_stage(stage: str, run: Path, config, force: bool):
+def _run_stage(stage: str, run: Path | str, config, force: bool):
     from prmfactory.stages import execute
 
     report = execute(stage, _existing_run(run), config, force=force)
@@ -187,7 +188,7 @@ def _run_stage(stage: str, run: Path, config, force: bool):
 
 
 @opt.stage_command(app, handled, "judge", [
-    opt.parameter("run", opt.RunOpt, inspect.Parameter.empty), opt.parameter("base_url", BaseUrlOpt),
+    opt.parameter("run", opt.RunLocationOpt, inspect.Parameter.empty), opt.parameter("base_url", BaseUrlOpt),
     opt.parameter("force", opt.ForceOpt, False), *opt.cluster_parameters()],
     "Grade each complete solution with an LLM judge, with majority votes over samples.")
 def _judge(given: dict[str, Any], build: Callable) -> None:
@@ -196,7 +197,7 @@ def _judge(given: dict[str, Any], build: Callable) -> None:
 
 
 @opt.stage_command(app, handled, "filter", [
-    opt.parameter("run", opt.RunOpt, inspect.Parameter.empty), opt.parameter("force", opt.ForceOpt, False)],
+    opt.parameter("run", opt.RunLocationOpt, inspect.Parameter.empty), opt.parameter("force", opt.ForceOpt, False)],
     "Fuse MC values, tool verdicts and judge votes into step labels; filter with SQL; write training shards.")
 def _filter(given: dict[str, Any], build: Callable) -> None:
     from prmfactory.progress import console
@@ -518,7 +519,7 @@ def sql(run: opt.RunArg, query: Annotated[str, typer.Argument(help="SQL over vie
         raise UsageError(f"--format: expected table, csv or json, got {output_format!r}")
 
 
-def _existing_run(path: Path):
+def _existing_run(path: Path | str):
     from prmfactory.errors import UsageError
     from prmfactory.store import Run
 

@@ -19,6 +19,12 @@ InputOpt = Annotated[Path, typer.Option("--input", "-i", help="Problems as JSONL
 FormatOpt = Annotated[str, typer.Option("--format", help="Input shape: auto, prmfactory, gsm8k or math.")]
 OutputRunOpt = Annotated[Path, typer.Option("--output", "-o", help="Run folder to create or resume.")]
 RunOpt = Annotated[Path, typer.Option("--run", help="Run folder to read and extend.")]
+# Stage commands take a run's location as text: a local path, or a URL of any fsspec filesystem
+# (s3://bucket/run, gs://…, memory://…), whose manifest is then a commit log (prmfactory.store).
+OutputLocationOpt = Annotated[str, typer.Option("--output", "-o", help="Run folder to create or resume: a path, "
+                                                "or a URL such as s3://bucket/run.")]
+RunLocationOpt = Annotated[str, typer.Option("--run", help="Run folder to read and extend: a path, or a URL such "
+                                             "as s3://bucket/run.")]
 RunArg = Annotated[Path, typer.Argument(help="Run folder.", exists=True, file_okay=False)]
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config (flat, or a pipelines/*.yaml file).", exists=True, dir_okay=False)]
 LimitOpt = Annotated[Optional[int], typer.Option("--limit", min=1, help="Process at most this many problems.")]

