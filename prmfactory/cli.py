@@ -213,7 +213,7 @@ def _filter(given: dict[str, Any], build: Callable) -> None:
     console.print(f"steps ({report.details['rule']}): {report.rows_out} rows, {report.counts['positive_steps']} correct / "
                   f"{report.counts['negative_steps']} wrong steps, keep-rate {report.details['keep_rate']} "
                   f"(distinct rows / candidates {report.details['distinct_rate']}); every "
-                  f"dropped row is in {run / 'rejected'}")
+                  f"dropped row is in {str(run).rstrip('/')}/rejected")
 
 
 TrainDataOpt = Annotated[Path, typer.Option(help="Run folder (its steps/) or Parquet shards in TRL's stepwise format.", exists=True)]

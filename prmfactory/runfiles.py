@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import io
 import os
+import shutil
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,10 @@ class RunFiles(ABC):
     @abstractmethod
     def remove(self, rel: str) -> None:
         """Delete a file; nothing if it is already gone."""
+
+    @abstractmethod
+    def remove_tree(self, rel: str) -> None:
+        """Delete a folder and everything in it; nothing if it is gone."""
 
     @abstractmethod
     def move(self, rel: str, to: str) -> None:
@@ -140,6 +145,9 @@ class LocalFiles(RunFiles):
         with contextlib.suppress(FileNotFoundError):
             (self.root / rel).unlink()
 
+    def remove_tree(self, rel: str) -> None:
+        shutil.rmtree(self.root / rel, ignore_errors=True)
+
     def move(self, rel: str, to: str) -> None:
         (self.root / to).parent.mkdir(parents=True, exist_ok=True)
         os.replace(self.root / rel, self.root / to)
@@ -169,6 +177,8 @@ class FsspecFiles(RunFiles):
                              "pip install 'prmfactory[s3]')") from exc
         self.url = url.rstrip("/")
         self.base = self.base.rstrip("/")
+        if hasattr(self.fs, "auto_mkdir"):  # a local disk through fsspec: folders are made as files are written
+            self.fs.auto_mkdir = True
 
     def _path(self, rel: str) -> str:
         return f"{self.base}/{rel}" if rel else self.base
@@ -209,6 +219,10 @@ class FsspecFiles(RunFiles):
     def remove(self, rel: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.fs.rm_file(self._path(rel))
+
+    def remove_tree(self, rel: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.rm(self._path(rel), recursive=True)
 
     def move(self, rel: str, to: str) -> None:
         self.fs.mv(self._path(rel), self._path(to))

@@ -31,7 +31,6 @@ import logging
 import os
 import platform
 import re
-import shutil
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -521,13 +520,7 @@ class Run:
         return True
 
     def drop_aside(self) -> None:
-        if self.files.local:
-            shutil.rmtree(self.root / self.ASIDE, ignore_errors=True)
-            return
-        for dataset in self.files.names(self.ASIDE):
-            for name in self.files.names(f"{self.ASIDE}/{dataset}"):
-                self.files.remove(f"{self.ASIDE}/{dataset}/{name}")
-            self.files.remove(f"{self.ASIDE}/{dataset}")
+        self.files.remove_tree(self.ASIDE)
 
     def _resolve_aside(self) -> None:
         """After a writer died during ``--force``: its set-aside outputs return unless it committed new ones."""
