@@ -85,8 +85,8 @@ def use(monkeypatch, **options) -> None:
     monkeypatch.setattr("prmfactory.engines.open_engine", functools.partial(scripted_engines, **options))
 
 
-def mcts(root: Path, problems: Path, **cluster):
-    config = MctsConfig(policy="scripted", rollouts=4, budget=12, commit_every=2, concurrency=4, quiet=True,
+def mcts(root: Path, problems: Path, concurrency: int = 4, **cluster):
+    config = MctsConfig(policy="scripted", rollouts=4, budget=12, commit_every=2, concurrency=concurrency, quiet=True,
                         cluster=ClusterConfig(**cluster))
     return execute("mcts", Run(root), config, source=StageInput(problems))
 

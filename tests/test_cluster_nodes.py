@@ -38,7 +38,7 @@ def test_a_node_removed_mid_run_loses_no_question(two_nodes, numbered_problems, 
     expected = Run(tmp_path / "expected")
     mcts(expected.root, numbered_problems)
 
-    use(monkeypatch, delay_s=1.0)
+    use(monkeypatch, delay_s=0.5)  # one question at a time per worker: ~2 s each
     run = Run(tmp_path / "run")
     removed = threading.Event()
 
@@ -51,7 +51,7 @@ def test_a_node_removed_mid_run_loses_no_question(two_nodes, numbered_problems, 
 
     remover = threading.Thread(target=remove_after_first_commit, daemon=True)
     remover.start()
-    report = mcts(run.root, numbered_problems, ray_address="auto", workers=2)
+    report = mcts(run.root, numbered_problems, concurrency=1, ray_address="auto", workers=2)
     remover.join(timeout=5)
     assert removed.is_set()
     assert report.details["cluster"]["nodes"] == 3 and report.counts["workers_lost"] >= 1
