@@ -4,10 +4,11 @@
 "readers see the old or the new file, never half" comes from writing a temporary file, fsyncing
 it and renaming it into place; an object store has no rename, but a PUT is whole, so a file is
 written once under its final name (shards get unique names, and the manifest decides what is
-visible). ``create_exclusive`` is the one primitive the commit log needs: s3fs's ``mode="xb"``
-(a conditional PUT, ``If-None-Match: *``), GCS's ``if_generation_match=0`` behind gcsfs, and
-``O_EXCL`` on a local disk all refuse to create an existing object. Hand-written: fsspec gives
-the filesystems; these are the run's semantics over them.
+visible). ``create_exclusive`` is the one primitive the commit log needs: fsspec's ``mode="xb"``,
+which s3fs turns into a conditional PUT (``If-None-Match: *``) and a local disk into ``O_EXCL``;
+a filesystem that accepts ``"xb"`` without enforcing it would let two writers commit, so
+:meth:`FsspecFiles.check_exclusive_create` tries it once before a run there is written.
+Hand-written: fsspec gives the filesystems; these are the run's semantics over them.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from prmfactory.fileio import atomic_write_text, fsync_dir, sha256_file
+
+
+_EXCLUSIVE_CHECKED: set[tuple[str, str]] = set()
 
 
 def is_url(location: str | Path) -> bool:
@@ -195,6 +199,28 @@ class FsspecFiles(RunFiles):
     def create_exclusive(self, rel: str, text: str) -> None:
         with self.fs.open(self._path(rel), "xb") as handle:
             handle.write(text.encode("utf-8"))
+
+    def check_exclusive_create(self, folder: str) -> None:
+        """Refuse a filesystem where creating an existing file in ``folder`` succeeds (once per process and place)."""
+        if (self.url, folder) in _EXCLUSIVE_CHECKED:
+            return
+        import uuid
+
+        from prmfactory.errors import UsageError
+
+        probe = f"{folder}/.probe-{uuid.uuid4().hex}"
+        self.create_exclusive(probe, "probe")  # not empty: s3fs writes an empty file without the condition
+        try:
+            self.create_exclusive(probe, "probe")
+            enforced = False
+        except FileExistsError:
+            enforced = True
+        finally:
+            self.remove(probe)
+        if not enforced:
+            raise UsageError(f"{self.url}: this filesystem lets a file be created twice (mode 'xb' is not enforced), so "
+                             "two writers could both commit; use a local folder or a store with conditional writes")
+        _EXCLUSIVE_CHECKED.add((self.url, folder))
 
     def write_table(self, rel: str, table: pa.Table) -> str:
         buffer = io.BytesIO()

@@ -44,7 +44,7 @@ from prmfactory import schemas
 from prmfactory.config import StageConfig, dump_yaml
 from prmfactory.errors import PrmfactoryError, UsageError
 from prmfactory.fileio import atomic_write_text, sha256_text
-from prmfactory.runfiles import RunFiles, is_url, run_files
+from prmfactory.runfiles import FsspecFiles, LocalFiles, RunFiles, is_url, run_files
 
 MANIFEST_FORMAT = 1
 _SHARD_NAME = re.compile(r"^part-(\d{5,})(-[0-9a-f]{12})?\.parquet$")
@@ -94,7 +94,7 @@ class CommitLog:
 
     FOLDER = "_manifest"
 
-    def __init__(self, files: RunFiles):
+    def __init__(self, files: "FsspecFiles | LocalFiles"):
         self.files = files
         self.writer: str | None = None
         self.seq: int | None = None
@@ -118,6 +118,7 @@ class CommitLog:
 
     def claim(self, manifest: Mapping[str, Any]) -> None:
         """Become the run's writer: the next entry, holding ``manifest`` as it is now."""
+        self.files.check_exclusive_create(self.FOLDER)
         self.writer = uuid.uuid4().hex
         self._write((self.head() or 0) + 1, manifest)
 
@@ -190,6 +191,7 @@ class Run:
         self.root: Path | str = root if is_url(root) else Path(root)
         self._lock_handle: Any = None
         self._log = CommitLog(self.files) if not self.files.local else None
+        self._copied_log = CommitLog(self.files) if self.files.local else None  # a run copied down from a store
 
     # ----- reading -------------------------------------------------------------------------
     @property
@@ -201,7 +203,8 @@ class Run:
         return self.files.show(rel)
 
     def exists(self) -> bool:
-        return self.files.exists("manifest.json") or (self._log is not None and self._log.head() is not None)
+        log = self._log or self._copied_log
+        return self.files.exists("manifest.json") or log.head() is not None
 
     def require_run_or_new(self) -> None:
         """Refuse to make a run in a folder that holds files this tool did not write (they would be at risk)."""
@@ -217,6 +220,8 @@ class Run:
     def manifest(self) -> dict[str, Any]:
         if self._log is not None and self._log.head() is not None:
             return self._log.manifest()
+        if self._copied_log is not None and not self.files.exists("manifest.json") and self._copied_log.head():
+            return self._copied_log.manifest()  # read as it is; the first local writer turns it into manifest.json
         return read_manifest(self.files, "manifest.json")
 
     def datasets(self) -> list[str]:
@@ -389,6 +394,9 @@ class Run:
             raise RunBusyError(f"{self.root}: another prmfactory process is writing to this run") from exc
         self._lock_handle = handle
         try:
+            if not self.files.exists("manifest.json") and self._copied_log.head() is not None:
+                self._save_manifest(self._copied_log.manifest())  # a run copied from a store continues here
+                self.files.remove_tree(CommitLog.FOLDER)
             if self.exists():  # only a run this tool wrote is cleaned; the first commit creates the manifest
                 self._resolve_aside()
                 self._remove_uncommitted()

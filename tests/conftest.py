@@ -129,10 +129,14 @@ def discriminative_prm(shards, tmp_path_factory):
 
 
 
+def write_numbered_problems(path: Path, count: int, text: str = "Problem q{i}?") -> Path:
+    """Scripted-domain problems ``q0`` … (answer 42) as an mcts input file."""
+    path.write_text("".join(json.dumps({"id": f"q{i}", "problem": text.format(i=i), "answer": "42"}) + "\n"
+                            for i in range(count)))
+    return path
+
+
 @pytest.fixture
 def numbered_problems(tmp_path):
-    """Ten scripted-domain problems ``q0`` … ``q9`` ("Problem q3?", answer 42) as an mcts input file."""
-    path = tmp_path / "problems.jsonl"
-    path.write_text("".join(json.dumps({"id": f"q{i}", "problem": f"Problem q{i}?", "answer": "42"}) + "\n"
-                            for i in range(10)))
-    return path
+    """Ten problems ``q0`` … ``q9`` ("Problem q3?")."""
+    return write_numbered_problems(tmp_path / "problems.jsonl", 10)

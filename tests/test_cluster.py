@@ -52,14 +52,16 @@ class DeadlyPolicy(PromptSeededEngine):
     """Kills its own process (SIGKILL) when asked about a ``deadly`` question: once per question when
     ``markers`` is a folder (the marker file says it was tried), every time otherwise."""
 
-    def __init__(self, deadly: tuple[str, ...], markers: str | None, delay_s: float):
+    def __init__(self, deadly: tuple[str, ...], markers: str | None, delay_s: float, dies_on: tuple[str, ...] = ()):
         super().__init__(lambda prefix: 0.5, num_steps=4, bad_at=2)
-        self.deadly, self.markers, self.delay_s = deadly, markers, delay_s
+        self.deadly, self.markers, self.delay_s, self.dies_on = deadly, markers, delay_s, dies_on
 
     async def generate(self, prompt, spec):
         import asyncio
 
         question = prompt.messages[-1].content
+        if any(f"Problem {q}?" == question for q in self.dies_on):
+            raise EngineFailure("the engine core died")  # the process lives on, its engine does not
         for victim in self.deadly:
             if f"Problem {victim}?" == question:
                 marker = Path(self.markers or "/nonexistent") / victim
@@ -73,10 +75,10 @@ class DeadlyPolicy(PromptSeededEngine):
 
 
 @contextlib.asynccontextmanager
-async def scripted_engines(model, engine_config, seed, metrics, deadly=(), markers=None, delay_s=0.0):
+async def scripted_engines(model, engine_config, seed, metrics, deadly=(), markers=None, delay_s=0.0, dies_on=()):
     """open_engine's stand-in: the scripted judge for ``scripted-judge``, else the (deadly) scripted policy."""
     engine = ScriptedJudge(["\\boxed{1}", "\\boxed{-1}"]) if model == "scripted-judge" else \
-        DeadlyPolicy(tuple(deadly), markers, delay_s)
+        DeadlyPolicy(tuple(deadly), markers, delay_s, tuple(dies_on))
     yield engine
     metrics.update(engine.metrics())
 
@@ -140,16 +142,19 @@ def test_a_worker_killed_on_its_first_try_at_a_question_loses_nothing(ray_sessio
     assert run.verify() == len([s for d in run.datasets() for s in run.shards(d)])
 
 
+@pytest.mark.parametrize("death, reason", [
+    ({"deadly": ("q4",)}, "gave up after 2 lost workers"),  # the worker process is SIGKILLed
+    ({"dies_on": ("q4",)}, "the engine core died")])  # the process lives on, its engine does not
 def test_a_question_that_kills_every_worker_is_recorded_failed_after_max_attempts(ray_session, numbered_problems, tmp_path,
-                                                                                monkeypatch):
-    use(monkeypatch, deadly=("q4",))
+                                                                                monkeypatch, death, reason):
+    use(monkeypatch, **death)
     run = Run(tmp_path / "run")
     report = mcts(run.root, numbered_problems, ray_address="local", workers=2, max_attempts=2)
     questions = {r["question_id"]: r for r in rows(run, "questions", ("question_id",))}
     assert len(questions) == QUESTIONS
-    assert questions["q4"]["status"] == "failed" and "gave up after 2 lost workers" in questions["q4"]["reason"]
+    assert questions["q4"]["status"] == "failed" and reason in questions["q4"]["reason"]
     assert all(r["status"] != "failed" for q, r in questions.items() if q != "q4")
-    assert report.counts["given_up"] == 1 and report.counts["workers_lost"] == 2
+    assert report.counts["given_up"] == 1 and report.counts["workers_lost"] == 2  # each lost worker replaced
     assert report.details["given_up"] == ["q4"]
 
 

@@ -20,6 +20,7 @@ from prmfactory.stages import StageInput, downstream_of, execute
 from prmfactory.store import Lineage, Run
 from prmfactory.train.config import TrainPrmConfig
 from prmfactory.verify.config import VerifyConfig
+from tests.conftest import write_numbered_problems
 from tests.scripted_engine import ScriptedEngine
 from tests.test_judge import ScriptedJudge
 
@@ -40,10 +41,7 @@ def scripted(monkeypatch):
 
 @pytest.fixture
 def problems(tmp_path):
-    path = tmp_path / "problems.jsonl"
-    path.write_text("".join(json.dumps({"id": f"q{i}", "problem": f"Problem {i}?", "answer": "42"}) + "\n"
-                            for i in range(4)))
-    return path
+    return write_numbered_problems(tmp_path / "problems.jsonl", 4, "Problem {i}?")
 
 
 def mcts(run: Run, problems, seed: int = 0, force: bool = False):

@@ -191,3 +191,30 @@ def test_force_sets_outputs_aside_and_gives_them_back_on_the_store(location):
         run.commit({"problems": [problem("q2")]})
         run.drop_aside()  # the new outputs are committed: the old ones go
     assert committed(Run(location)) == ["q2"] and not run.files.names(".aside")
+
+
+def test_a_run_copied_down_from_the_store_reads_and_continues_locally(s3_server, tmp_path):
+    import fsspec
+
+    url = f"s3://runs/{uuid.uuid4().hex}"
+    with Run(url).writing() as remote:
+        remote.commit({"problems": [problem("q1"), problem("q2")]})
+    fsspec.filesystem("s3").get(url.removeprefix("s3://"), str(tmp_path / "copy"), recursive=True)  # aws s3 sync
+    local = Run(tmp_path / "copy")
+    assert local.exists() and committed(local) == ["q1", "q2"] and local.verify() == 1
+    with local.writing():
+        local.commit({"problems": [problem("q3")]})
+    assert (tmp_path / "copy" / "manifest.json").exists() and not (tmp_path / "copy" / "_manifest").exists()
+    assert committed(Run(tmp_path / "copy")) == ["q1", "q2", "q3"]
+
+
+def test_a_filesystem_that_does_not_enforce_exclusive_create_is_refused_before_anything_is_written(monkeypatch):
+    from prmfactory.errors import UsageError
+    from prmfactory.runfiles import FsspecFiles
+
+    monkeypatch.setattr(FsspecFiles, "create_exclusive", FsspecFiles.write_text)  # "xb" taken as "wb"
+    run = Run(f"memory://runs/{uuid.uuid4().hex}")
+    with pytest.raises(UsageError, match="mode 'xb' is not enforced"):
+        with run.writing():
+            pass
+    assert not run.exists() and run.files.names("") == []
