@@ -323,8 +323,10 @@ def serve(
     backend: BackendOpt = "transformers",
     max_batch: Annotated[int, typer.Option(min=1, help="Most solutions scored in one model call.")] = 64,
     max_body_mb: Annotated[float, typer.Option(help="Largest request body (MB); larger ones get 413.")] = 4.0,
+    threshold: Annotated[float, typer.Option(min=0.0, max=1.0, help="A step scored below it is the first error "
+                                                                    "(first_error; reported by /v1/models).")] = 0.5,
 ) -> None:
-    """Serve a PRM over HTTP for online RL: /v1/prm/score, OpenRLHF's /get_reward, /health."""
+    """Serve a PRM over HTTP for online RL: /v1/prm/score, OpenRLHF's /get_reward, /v1/models, /health."""
     import uvicorn
 
     from prmfactory.errors import UsageError
@@ -341,7 +343,7 @@ def serve(
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         console.print(f"[yellow]warning:[/yellow] serving on {host} without --api-key: anyone who reaches it can use it")
     app_ = create_app(PRM.from_pretrained(prm, backend=backend), api_key=api_key, max_body_bytes=int(max_body_mb * 1e6),
-                      max_batch=max_batch, reward_aggregate=aggregate)
+                      max_batch=max_batch, reward_aggregate=aggregate, threshold=threshold)
     uvicorn.run(app_, host=host, port=port, log_level="warning")
 
 

@@ -65,6 +65,34 @@ def test_bad_requests_get_the_right_status_and_the_server_keeps_serving(client, 
     assert client.get("/health").json()["status"] == "ok"
 
 
+def test_health_and_the_openapi_page_answer_without_a_token_and_everything_else_keeps_it(prm):
+    with TestClient(create_app(prm, api_key="sesame", name="toy-prm", threshold=0.4)) as anonymous:
+        assert anonymous.get("/health").status_code == 200  # load balancers probe without credentials
+        assert anonymous.head("/health").status_code in (200, 405)
+        schema = anonymous.get("/openapi.json").json()
+        assert {"/v1/prm/score", "/get_reward", "/v1/models", "/health"} <= set(schema["paths"])
+        assert anonymous.get("/docs").status_code == 200
+        for method, path in (("get", "/v1/models"), ("post", "/v1/prm/score"), ("post", "/get_reward"),
+                             ("post", "/health")):
+            assert getattr(anonymous, method)(path).status_code == 401, (method, path)
+        models = anonymous.get("/v1/models", headers={"Authorization": "Bearer sesame"}).json()
+    assert models["object"] == "list" and len(models["data"]) == 1
+    card = models["data"][0]
+    assert (card["id"], card["object"], card["format"], card["threshold"]) == ("toy-prm", "model", "prmfactory", 0.4)
+    assert (card["kind"], card["segmentation"], card["max_length"]) == (prm.meta.kind, prm.meta.segmentation,
+                                                                       prm.meta.max_length)
+
+
+def test_the_threshold_decides_the_first_error(prm):
+    steps = PROBLEM.reference_steps
+    scores = prm.score(PROBLEM.text, steps)
+    body = {"items": [{"id": 1, "prompt": PROBLEM.text, "steps": steps}]}
+    for threshold in (0.0, 1.01):  # nothing is below 0; everything is below 1.01
+        with TestClient(create_app(prm, threshold=threshold)) as open_client:
+            first_error = open_client.post("/v1/prm/score", json=body).json()["results"][0]["first_error"]
+        assert first_error == (-1 if threshold == 0.0 else 0), (threshold, scores)
+
+
 @pytest.mark.parametrize("content, status, message", [
     (b'{"items": [' + b'{"id": 1, "prompt": "p", "steps": ["' + b"x" * 30_000 + b'"]}]}', 413, "over 20000 bytes"),
     (b'{"items": "\xff\xfe"}', 422, "body: not valid UTF-8"),

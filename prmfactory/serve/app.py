@@ -1,7 +1,8 @@
-"""The PRM server: ``POST /v1/prm/score``, OpenRLHF's ``POST /get_reward`` and ``GET /health``.
+"""The PRM server: ``POST /v1/prm/score``, OpenRLHF's ``POST /get_reward``, ``GET /v1/models`` and ``GET /health``.
 
 Loopback by default. With an API key every request needs ``Authorization: Bearer KEY`` (401
-otherwise); bodies over ``max_body_bytes`` get 413, declared or chunked; a body that is not UTF-8,
+otherwise) except ``GET /health`` and the OpenAPI pages (``/docs``, ``/openapi.json``), which
+answer without one, as vLLM's and TGI's do, so load balancers can probe the server; bodies over ``max_body_bytes`` get 413, declared or chunked; a body that is not UTF-8,
 not JSON or nested deeper than ``MAX_JSON_DEPTH`` gets 422, and so do malformed items, with a
 message naming the item (``items[3].prompt: Field required``); every error body is JSON
 ``{"detail": ...}``. Scores of steps cut off by the PRM's length limit
@@ -13,6 +14,7 @@ from __future__ import annotations
 import hmac
 import json
 import math
+from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 from fastapi import FastAPI, Request
@@ -49,7 +51,7 @@ class ScoreRequest(BaseModel):
 class ScoreResult(BaseModel):
     id: Union[str, int]
     step_scores: list[Optional[float]]
-    first_error: int = Field(description="First step scored below 0.5, -1 if none.")
+    first_error: int = Field(description="First step scored below the threshold (/v1/models), -1 if none.")
     aggregate: float
 
 
@@ -63,6 +65,25 @@ class RewardRequest(BaseModel):
     query: list[str]
     prompts: Optional[list[str]] = None
     labels: Optional[list[Any]] = None
+
+
+class ModelCard(BaseModel):
+    """One served PRM, in the shape of an OpenAI ``/v1/models`` entry plus what a PRM client needs."""
+
+    id: str
+    object: Literal["model"] = "model"
+    owned_by: str = "prmfactory"
+    format: str = Field(description="The PRM's folder format (prmfactory: token classification at each step's end).")
+    kind: str
+    segmentation: str = Field(description="How a response is split into steps (the separator the PRM was trained on).")
+    threshold: float = Field(description="A step scored below it is the first error (first_error in every answer).")
+    max_length: int
+    base: str
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
 
 
 class RewardResponse(BaseModel):
@@ -107,8 +128,12 @@ def _json_problem(body: bytes) -> Optional[str]:
     return None
 
 
+OPEN_PATHS = frozenset({"/health", "/docs", "/docs/oauth2-redirect", "/openapi.json"})  # GET without a token
+
+
 class GuardMiddleware:
-    """Before any route runs: the bearer-token check (when a key is set), then the body, read whole up to
+    """Before any route runs: the bearer-token check (when a key is set; not for ``GET`` of
+    :data:`OPEN_PATHS`), then the body, read whole up to
     ``max_body_bytes`` whether its length is declared or it comes chunked (413 past it), and a JSON
     body that is not UTF-8, not JSON or nested too deep answered 422 with a JSON ``detail``, as
     FastAPI answers a body that does not match the request model."""
@@ -120,7 +145,8 @@ class GuardMiddleware:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         headers = dict(scope["headers"])
-        if self.api_key is not None:
+        is_open = scope["path"] in OPEN_PATHS and scope["method"] in ("GET", "HEAD")
+        if self.api_key is not None and not is_open:
             token = headers.get(b"authorization", b"").decode("latin-1")
             if not hmac.compare_digest(token.encode(), f"Bearer {self.api_key}".encode()):
                 return await JSONResponse({"detail": "missing or wrong bearer token"}, 401,
@@ -160,10 +186,13 @@ class GuardMiddleware:
 
 
 def create_app(prm: PRM, *, api_key: Optional[str] = None, max_body_bytes: int = 4_000_000, max_batch: int = 64,
-               max_wait_ms: float = 5.0, reward_aggregate: Aggregate = "min") -> FastAPI:
+               max_wait_ms: float = 5.0, reward_aggregate: Aggregate = "min", threshold: float = 0.5,
+               name: Optional[str] = None) -> FastAPI:
     """The FastAPI app serving ``prm``; the batcher starts and stops with the app.
 
-    ``reward_aggregate`` turns step scores into ``/get_reward``'s one reward per query.
+    ``reward_aggregate`` turns step scores into ``/get_reward``'s one reward per query;
+    ``threshold`` is the score below which a step is the first error; ``name`` is the model id
+    ``/v1/models`` reports (default: the PRM folder's name).
     """
     import contextlib
 
@@ -190,13 +219,21 @@ def create_app(prm: PRM, *, api_key: Optional[str] = None, max_body_bytes: int =
         return {"status": "ok", "kind": prm.meta.kind, "segmentation": prm.meta.segmentation,
                 "batches": batcher.batches}
 
+    card = ModelCard(id=name or Path(prm.path).name, format="prmfactory", kind=prm.meta.kind,
+                     segmentation=prm.meta.segmentation, threshold=threshold, max_length=prm.meta.max_length,
+                     base=prm.meta.base)
+
+    @app.get("/v1/models", response_model=ModelList)
+    async def models() -> ModelList:
+        return ModelList(data=[card])
+
     @app.post("/v1/prm/score", response_model=ScoreResponse)
     async def score(request: ScoreRequest) -> ScoreResponse:
         items = [(item.prompt, item.steps if item.steps is not None else prm.split(item.response or ""))
                  for item in request.items]
         results = []
         for item, scores in zip(request.items, await batcher.score(items)):
-            reward = step_reward(scores, request.aggregate)
+            reward = step_reward(scores, request.aggregate, threshold)
             results.append(ScoreResult(id=item.id, step_scores=_json_scores(scores), first_error=reward.first_error,
                                        aggregate=reward.reward))
         return ScoreResponse(results=results)
@@ -209,7 +246,7 @@ def create_app(prm: PRM, *, api_key: Optional[str] = None, max_body_bytes: int =
                                            "type": "value_error"}])
         items = [(prompt, prm.split(query[len(prompt):] if query.startswith(prompt) else query))
                  for prompt, query in zip(prompts, request.query)]
-        rewards = [step_reward(scores, reward_aggregate) for scores in await batcher.score(items)]
+        rewards = [step_reward(scores, reward_aggregate, threshold) for scores in await batcher.score(items)]
         values = [r.reward for r in rewards]
         return RewardResponse(rewards=values, scores=values,
                               extra_logs={"prm_first_error": [float(r.first_error) for r in rewards]})
