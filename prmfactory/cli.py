@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Callable, Optional
@@ -255,25 +256,56 @@ def eval_processbench(
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for metrics.json, metrics.md, metrics.png.")],
     prm: PrmOpt = None,
     predictions: Annotated[Optional[Path], typer.Option(help="JSONL of {id, step_scores} or {id, prediction}.", exists=True, dir_okay=False)] = None,
-    threshold: Annotated[float, typer.Option(min=0.0, max=1.0, help="A step scored below it is the predicted first error.")] = 0.5,
+    threshold: Annotated[str, typer.Option(help="A step scored below it is the predicted first error: a number in "
+                                                "[0, 1], or `auto` to choose it on --calibrate-on.")] = "0.5",
+    calibrate_on: Annotated[Optional[str], typer.Option(help="With --threshold auto: the split (e.g. gsm8k) the "
+                                                             "threshold is chosen on; the others are reported with it "
+                                                             "and --prm keeps it for serve and RL.")] = None,
     backend: BackendOpt = "transformers",
     dtype: PrmDtypeOpt = "float32",
     quiet: opt.QuietOpt = False,
 ) -> None:
     """The ProcessBench protocol: per split accuracy on erroneous and correct samples, F1, average F1."""
     from prmfactory.errors import UsageError
-    from prmfactory.eval.processbench import evaluate_prm, load_splits, markdown_table, metrics, read_predictions, write_results
+    from prmfactory.eval.processbench import (calibrated_metrics, evaluate_prm, load_splits, markdown_table, metrics,
+                                              read_predictions, write_results)
 
     if (prm is None) == (predictions is None):
         raise UsageError("give exactly one of --prm DIR or --predictions FILE")
+    fixed = _threshold_value(threshold, calibrate_on)
     if prm is not None:
-        result = evaluate_prm(prm, data, output, threshold=threshold, backend=backend, dtype=dtype, quiet=quiet)
+        result = evaluate_prm(prm, data, output, threshold=fixed if fixed is not None else 0.5, backend=backend,
+                              dtype=dtype, quiet=quiet, calibrate_on=calibrate_on)
     else:
         splits = load_splits(data)
-        result = metrics(splits, read_predictions(predictions, splits, threshold))
+        result = calibrated_metrics(splits, predictions, calibrate_on) if calibrate_on is not None else \
+            metrics(splits, read_predictions(predictions, splits, fixed))
         write_results(result, output, f"ProcessBench: {predictions.name}")
+    if calibrate_on is not None:
+        print(f"threshold {result['threshold']} chosen on {calibrate_on} (average F1 there "
+              f"{result['calibration']['average_f1']}); the other splits reported with it"
+              + (f"; kept in {prm}/prm.json" if prm is not None else ""))
     print(markdown_table(result), end="")
     print(f"results in {output}")
+
+
+def _threshold_value(threshold: str, calibrate_on: Optional[str]) -> Optional[float]:
+    """``--threshold`` as a number, or None for ``auto`` (which needs ``--calibrate-on``)."""
+    from prmfactory.errors import UsageError
+
+    if threshold == "auto":
+        if calibrate_on is None:
+            raise UsageError("--threshold auto needs --calibrate-on SPLIT (the split the threshold is chosen on)")
+        return None
+    if calibrate_on is not None:
+        raise UsageError("--calibrate-on goes with --threshold auto")
+    try:
+        value = float(threshold)
+    except ValueError:
+        value = math.nan
+    if not 0.0 <= value <= 1.0:
+        raise UsageError(f"--threshold: expected a number in [0, 1] or auto, got {threshold!r}")
+    return value
 
 
 @eval_app.command("bon")
@@ -323,8 +355,9 @@ def serve(
     backend: BackendOpt = "transformers",
     max_batch: Annotated[int, typer.Option(min=1, help="Most solutions scored in one model call.")] = 64,
     max_body_mb: Annotated[float, typer.Option(help="Largest request body (MB); larger ones get 413.")] = 4.0,
-    threshold: Annotated[float, typer.Option(min=0.0, max=1.0, help="A step scored below it is the first error "
-                                                                    "(first_error; reported by /v1/models).")] = 0.5,
+    threshold: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="A step scored below it is the first "
+                                                   "error (first_error; reported by /v1/models). Default: the PRM's "
+                                                   "calibrated threshold (eval processbench --threshold auto), else 0.5.")] = None,
 ) -> None:
     """Serve a PRM over HTTP for online RL: /v1/prm/score, OpenRLHF's /get_reward, /v1/models, /health."""
     import uvicorn

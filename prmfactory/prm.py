@@ -244,6 +244,11 @@ class PRM:
         if hasattr(self.scorer, "close"):
             self.scorer.close()
 
+    @property
+    def threshold(self) -> float:
+        """The score below which a step is the first error: calibrated on a dev split if it was, else 0.5."""
+        return self.meta.threshold if self.meta.threshold is not None else 0.5
+
     def split(self, response: str) -> list[str]:
         """A response split into steps with the separator the PRM was trained with."""
         return self.segmenter.split(response)
@@ -251,7 +256,7 @@ class PRM:
     def rewards(self, prompts: Sequence[str], responses: Sequence[str], how: str = "min") -> list[StepReward]:
         """One :class:`StepReward` per (prompt, response): the response split into steps, scored, aggregated."""
         scores = self.score_batch([(p, self.split(r)) for p, r in zip(prompts, responses)])
-        return [step_reward(s, how) for s in scores]
+        return [step_reward(s, how, self.threshold) for s in scores]
 
 
 def score_with_progress(prm: PRM, items: Sequence[Item], *, quiet: bool = False, chunk: int = 64) -> list[list[float]]:

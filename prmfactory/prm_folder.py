@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Optional
 
 from prmfactory.errors import UsageError
 
@@ -29,6 +29,8 @@ class PRMMeta:
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
     evals: dict[str, Any] = field(default_factory=dict)
+    threshold: Optional[float] = None  # a step scored below it is the first error; set by `eval processbench --threshold auto`
+    threshold_calibration: dict[str, Any] = field(default_factory=dict)  # where it was chosen: data, split, F1
 
     @classmethod
     def load(cls, path: Path) -> "PRMMeta":

@@ -342,17 +342,18 @@ def test_serve_refuses_bad_settings_before_loading_anything(tmp_path, args, mess
     assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output, result.output
 
 
-@pytest.mark.parametrize("args", [
-    ["eval", "bon", "--prm", ".", "--output", "out", "--input", "x.jsonl", "--temperature", "inf"],
-    ["eval", "processbench", "--data", ".", "--output", "out", "--predictions", "p.jsonl", "--threshold", "nan"],
-    ["toy", "processbench", "--n", "3", "--output", "out.jsonl", "--temperature", "-1"],
+@pytest.mark.parametrize("args, message", [
+    (["eval", "bon", "--prm", ".", "--output", "out", "--input", "x.jsonl", "--temperature", "inf"], "Invalid value"),
+    (["eval", "processbench", "--data", ".", "--output", "out", "--predictions", "p.jsonl", "--threshold", "nan"],
+     "--threshold: expected a number in [0, 1] or auto, got 'nan'"),
+    (["toy", "processbench", "--n", "3", "--output", "out.jsonl", "--temperature", "-1"], "Invalid value"),
 ])
-def test_numbers_of_the_other_commands_are_bounded_too(tmp_path, monkeypatch, args):
+def test_numbers_of_the_other_commands_are_bounded_too(tmp_path, monkeypatch, args, message):
     monkeypatch.chdir(tmp_path)
     for name in ("x.jsonl", "p.jsonl"):
         (tmp_path / name).write_text("{}\n")
     result = invoke(*args)
-    assert result.exit_code == 2 and "Invalid value" in result.output and "Traceback" not in result.output
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p.jsonl", "x.jsonl"]
 
 

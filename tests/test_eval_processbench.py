@@ -62,3 +62,63 @@ def test_scoring_in_length_order_gives_each_solution_its_own_scores():
     items = [("p" * (7 * i % 5), ["x" * (i % 7 + 1), "y" * (i % 3 + 1)]) for i in range(150)]
     scores = score_with_progress(EchoPRM(), items, quiet=True, chunk=16)
     assert scores == [[len(a) / 100, len(b) / 100] for _, (a, b) in items]
+
+
+def calibration_data(tmp_path):
+    """Two splits whose scores read right with a threshold in (0.3, 0.4], wrong at 0.5; their predictions file."""
+    data = tmp_path / "data"
+    data.mkdir()
+    dev = [{"id": "d1", "problem": "p", "steps": ["x", "y"], "label": 1},
+           {"id": "d2", "problem": "p", "steps": ["x", "y"], "label": -1}]
+    test = [{"id": "t1", "problem": "p", "steps": ["x", "y"], "label": 1},
+            {"id": "t2", "problem": "p", "steps": ["x", "y"], "label": -1}]
+    (data / "dev.json").write_text(json.dumps(dev))
+    (data / "test.json").write_text(json.dumps(test))
+    scores = {"d1": [0.9, 0.3], "d2": [0.9, 0.4], "t1": [0.8, 0.32], "t2": [0.7, 0.45]}
+    predictions = tmp_path / "p.jsonl"
+    predictions.write_text("".join(json.dumps({"id": i, "step_scores": s}) + "\n" for i, s in scores.items()))
+    return data, predictions
+
+
+def test_threshold_auto_is_chosen_on_one_split_and_only_the_others_are_reported(tmp_path):
+    from tests.test_bad_input import assert_one_line_error, invoke
+
+    data, predictions = calibration_data(tmp_path)
+    result = invoke("eval", "processbench", "--data", data, "--predictions", predictions, "--output", tmp_path / "out",
+                    "--threshold", "auto", "--calibrate-on", "dev")
+    assert result.exit_code == 0, result.output
+    metrics_file = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert 0.3 < metrics_file["threshold"] <= 0.4 and metrics_file["calibration"]["split"] == "dev"
+    assert list(metrics_file["splits"]) == ["test"] and metrics_file["average_f1"] == 1.0
+    fixed = invoke("eval", "processbench", "--data", data, "--predictions", predictions, "--output", tmp_path / "o2")
+    assert json.loads((tmp_path / "o2" / "metrics.json").read_text())["average_f1"] == 0.0  # at 0.5 both flagged
+    for args, message in ((["--threshold", "auto"], "--threshold auto needs --calibrate-on"),
+                          (["--threshold", "auto", "--calibrate-on", "gsm8k"], "not a split of the data"),
+                          (["--calibrate-on", "dev"], "--calibrate-on goes with --threshold auto"),
+                          (["--threshold", "1.5"], "expected a number in [0, 1] or auto")):
+        bad = invoke("eval", "processbench", "--data", data, "--predictions", predictions, "--output",
+                     tmp_path / "bad", *args)
+        assert_one_line_error(bad, 2, message)
+
+
+def test_a_calibrated_threshold_is_kept_in_the_prm_and_used_by_serve_and_rl(tmp_path, discriminative_prm):
+    import shutil
+
+    from fastapi.testclient import TestClient
+
+    from prmfactory.eval.processbench import evaluate_prm
+    from prmfactory.prm import PRM
+    from prmfactory.serve.app import create_app
+
+    prm_path = tmp_path / "prm"
+    shutil.copytree(discriminative_prm[0], prm_path)
+    data, _ = calibration_data(tmp_path)
+    result = evaluate_prm(prm_path, data, tmp_path / "out", calibrate_on="dev", quiet=True)
+    prm = PRM.from_pretrained(prm_path)
+    assert prm.threshold == result["threshold"] == prm.meta.threshold
+    assert prm.meta.threshold_calibration["split"] == "dev" and list(result["splits"]) == ["test"]
+    scores = prm.score("p", ["x", "y"])
+    reward = prm.rewards(["p"], ["x\n\ny"])[0]  # the RL adapters' path
+    assert reward.first_error == first_below(scores, prm.threshold)
+    with TestClient(create_app(prm)) as client:
+        assert client.get("/v1/models").json()["data"][0]["threshold"] == prm.threshold

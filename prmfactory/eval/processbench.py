@@ -175,15 +175,36 @@ def read_predictions(path: Path, splits: Mapping[str, Sequence[dict[str, Any]]],
 THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(1, 20))
 
 
-def calibrate_threshold(splits: Mapping[str, Sequence[dict[str, Any]]], predictions: Path) -> tuple[float, float]:
-    """The threshold (of :data:`THRESHOLDS`) with the best average F1 on ``splits`` and that F1.
+def calibrate_threshold(splits: Mapping[str, Sequence[dict[str, Any]]], predictions: Path,
+                        on: str | None = None) -> tuple[float, float]:
+    """The threshold (of :data:`THRESHOLDS`) with the best average F1 on ``splits`` (or on split ``on`` of
+    them) and that F1; the scores come from ``predictions`` (``step_scores`` lines).
 
-    ``splits`` must be a dev set, never the one reported: ProcessBench picks a scalar PRM's
+    What it is chosen on must be a dev set, never what is reported: ProcessBench picks a scalar PRM's
     threshold on one split and reports the others with it. Ties go to the threshold nearest 0.5.
     """
-    scored = {t: metrics(splits, read_predictions(predictions, splits, t))["average_f1"] for t in THRESHOLDS}
+    chosen = {on: splits[on]} if on is not None else splits
+    scored = {t: metrics(chosen, read_predictions(predictions, splits, t))["average_f1"] for t in THRESHOLDS}
     best = max(THRESHOLDS, key=lambda t: (scored[t], -abs(t - 0.5)))
     return best, scored[best]
+
+
+def check_calibration_split(splits: Mapping[str, Sequence[dict[str, Any]]], on: str) -> None:
+    """``on`` must name a split of the data and leave at least one other to report."""
+    if on not in splits:
+        raise UsageError(f"--calibrate-on {on}: not a split of the data (splits: {', '.join(splits)})")
+    if len(splits) < 2:
+        raise UsageError(f"--calibrate-on {on}: the data has no other split to report with the chosen threshold")
+
+
+def calibrated_metrics(splits: Mapping[str, Sequence[dict[str, Any]]], predictions: Path, on: str) -> dict[str, Any]:
+    """ProcessBench's protocol for a scalar PRM: the threshold chosen on split ``on``, the other splits reported."""
+    check_calibration_split(splits, on)
+    threshold, f1 = calibrate_threshold(splits, predictions, on)
+    reported = {name: records for name, records in splits.items() if name != on}
+    result = metrics(reported, read_predictions(predictions, splits, threshold))
+    return {**result, "threshold": threshold, "calibration": {"split": on, "average_f1": f1,
+                                                              "candidates": list(THRESHOLDS)}}
 
 
 def score_splits(prm, splits: Mapping[str, Sequence[dict[str, Any]]], output: Path, threshold: float = 0.5,
@@ -209,19 +230,34 @@ def score_splits(prm, splits: Mapping[str, Sequence[dict[str, Any]]], output: Pa
 
 
 def evaluate_prm(prm_path: Path, data: Path, output: Path, *, threshold: float = 0.5, backend: str = "transformers",
-                 dtype: str = "float32", quiet: bool = False) -> dict[str, Any]:
-    """Score ProcessBench files with a trained PRM; write predictions and metrics; record them in its card."""
+                 dtype: str = "float32", quiet: bool = False, calibrate_on: str | None = None) -> dict[str, Any]:
+    """Score ProcessBench files with a trained PRM; write predictions and metrics; record them in its card.
+
+    With ``calibrate_on`` the threshold is chosen on that split, the others are reported with it, and
+    the PRM folder keeps it (``prm.json``), so ``serve`` and the RL adapters flag first errors with it.
+    """
     from prmfactory.prm import PRM
-    from prmfactory.prm_folder import record_eval
+    from prmfactory.prm_folder import PRMMeta, record_eval
 
     splits = load_splits(data)
+    if calibrate_on is not None:
+        check_calibration_split(splits, calibrate_on)
     prm = PRM.from_pretrained(prm_path, backend=backend, dtype=dtype)
     try:
-        result = metrics(splits, score_splits(prm, splits, output, threshold, quiet=quiet))
+        predictions = score_splits(prm, splits, output, threshold, quiet=quiet)
     finally:
         prm.close()
+    if calibrate_on is not None:
+        result = calibrated_metrics(splits, output / "predictions.jsonl", calibrate_on)
+        meta = PRMMeta.load(prm_path)
+        meta.threshold = result["threshold"]
+        meta.threshold_calibration = {"data": str(data), **result["calibration"]}
+        meta.save(prm_path)
+    else:
+        result = metrics(splits, predictions)
     record_eval(prm_path, f"processbench:{data.name}", {"average_f1": result["average_f1"], **{
-        f"{name}_f1": split["f1"] for name, split in result["splits"].items()}})
+        f"{name}_f1": split["f1"] for name, split in result["splits"].items()},
+        **({"threshold": result["threshold"]} if calibrate_on is not None else {})})
     write_results(result, output, f"ProcessBench: {prm_path.name}")
     return result
 

@@ -186,12 +186,13 @@ class GuardMiddleware:
 
 
 def create_app(prm: PRM, *, api_key: Optional[str] = None, max_body_bytes: int = 4_000_000, max_batch: int = 64,
-               max_wait_ms: float = 5.0, reward_aggregate: Aggregate = "min", threshold: float = 0.5,
+               max_wait_ms: float = 5.0, reward_aggregate: Aggregate = "min", threshold: Optional[float] = None,
                name: Optional[str] = None) -> FastAPI:
     """The FastAPI app serving ``prm``; the batcher starts and stops with the app.
 
     ``reward_aggregate`` turns step scores into ``/get_reward``'s one reward per query;
-    ``threshold`` is the score below which a step is the first error; ``name`` is the model id
+    ``threshold`` is the score below which a step is the first error (default: the PRM's calibrated
+    one, else 0.5); ``name`` is the model id
     ``/v1/models`` reports (default: the PRM folder's name).
     """
     import contextlib
@@ -219,6 +220,7 @@ def create_app(prm: PRM, *, api_key: Optional[str] = None, max_body_bytes: int =
         return {"status": "ok", "kind": prm.meta.kind, "segmentation": prm.meta.segmentation,
                 "batches": batcher.batches}
 
+    threshold = prm.threshold if threshold is None else threshold
     card = ModelCard(id=name or Path(prm.path).name, format="prmfactory", kind=prm.meta.kind,
                      segmentation=prm.meta.segmentation, threshold=threshold, max_length=prm.meta.max_length,
                      base=prm.meta.base)
