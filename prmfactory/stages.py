@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from prmfactory.config import StageConfig
 from prmfactory.errors import UsageError
-from prmfactory.store import CommitBuffer, Lineage, Run, config_sha256, rerun_command
+from prmfactory.store import Lineage, Run, config_sha256, rerun_command
 
 if TYPE_CHECKING:
     from prmfactory.work import StageWork, Unit
@@ -122,10 +122,6 @@ class StageContext:
         if committer.failed:  # given up on after max_attempts lost workers (mcts records them `failed`)
             self.report.counts["given_up"] = len(committer.failed)
             self.report.details["given_up"] = committer.failed[:100]
-
-    def buffer(self, datasets: Sequence[str], every: int) -> CommitBuffer:
-        """Commits every ``every`` questions, through :meth:`commit`."""
-        return CommitBuffer(self.commit, datasets, every)
 
 
 class Stage(ABC):

@@ -13,6 +13,11 @@ killed writer never exposes a partial shard; files it left behind are deleted th
 writer takes the run's lock. One :meth:`Run.commit` may write shards of several datasets
 (e.g. mcts's ``nodes`` and ``questions``): they become visible together or not at all.
 
+On object storage (a URL root: ``s3://bucket/run``; :mod:`prmfactory.runfiles`) there is no
+rename: shards are written once under unique names (``part-NNNNN-{unique}.parquet``) and the
+manifest is a :class:`CommitLog` of create-exclusive entries (``RUN/_manifest/{seq}.json``), in
+which the writer's claim takes the place of the lock.
+
 Lineage (DESIGN.md §3.13): a stage commits with a :class:`Lineage`, and each shard's manifest
 record then names the stage, the hash of its output-affecting config and the sha256 of every
 input shard it was computed from (those holding its questions, or all of them for a stage that
