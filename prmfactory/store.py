@@ -49,7 +49,7 @@ from prmfactory import schemas
 from prmfactory.config import StageConfig, dump_yaml
 from prmfactory.errors import PrmfactoryError, UsageError
 from prmfactory.fileio import atomic_write_text, sha256_text
-from prmfactory.runfiles import FsspecFiles, LocalFiles, RunFiles, is_url, run_files
+from prmfactory.runfiles import RunFiles, is_url, run_files
 
 MANIFEST_FORMAT = 1
 _SHARD_NAME = re.compile(r"^part-(\d{5,})(-[0-9a-f]{12})?\.parquet$")
@@ -70,12 +70,12 @@ def empty_manifest() -> dict[str, Any]:
     return {"format": MANIFEST_FORMAT, "datasets": {}}
 
 
-def read_manifest(files: RunFiles, rel: str) -> dict[str, Any]:
-    """A manifest file (manifest.json, or a commit-log entry); an absent one is empty, a corrupt one an error."""
+def read_manifest(files: RunFiles, rel: str) -> dict[str, Any] | None:
+    """A manifest file (manifest.json, or a commit-log entry); None if it is absent, an error if it is corrupt."""
     try:
         text = files.read_text(rel)
         if text is None:
-            return empty_manifest()
+            return None
         manifest = json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise PrmfactoryError(f"{files.show(rel)}: corrupt manifest: {exc}") from exc
@@ -90,7 +90,7 @@ class CommitLog:
     Object stores have no atomic rename, so manifest.json cannot be replaced safely. Each change
     instead creates ``_manifest/{seq:08d}.json`` — the whole manifest after it, in manifest.json's
     format plus ``seq`` and ``writer`` — with a create-exclusive write; readers take the highest
-    entry (with none, manifest.json: a run copied from a local disk reads as it is). A writer
+    entry (:class:`Run` falls back to manifest.json when there is none). A writer
     claims the next entry when it starts and writes each change as the next one; an entry that
     exists already means another writer got there first (:class:`RunBusyError`). Entries two
     behind the head are superseded and deleted, so the log stays small on a long run; a reader
@@ -99,7 +99,7 @@ class CommitLog:
 
     FOLDER = "_manifest"
 
-    def __init__(self, files: "FsspecFiles | LocalFiles"):
+    def __init__(self, files: RunFiles):
         self.files = files
         self.writer: str | None = None
         self.seq: int | None = None
@@ -109,20 +109,23 @@ class CommitLog:
         entries = [int(m.group(1)) for name in self.files.names(self.FOLDER) if (m := _LOG_ENTRY.match(name))]
         return max(entries, default=None)
 
-    def manifest(self) -> dict[str, Any]:
+    def manifest(self) -> dict[str, Any] | None:
+        """The head entry's manifest; None when the log has no entries."""
         for _ in range(5):
             head = self.head()
             if head is None:
-                return read_manifest(self.files, "manifest.json")
+                return None
             if self._cache is None or self._cache[0] != head:
-                if not self.files.exists(f"{self.FOLDER}/{head:08d}.json"):
-                    continue  # superseded and deleted since it was listed
-                self._cache = (head, read_manifest(self.files, f"{self.FOLDER}/{head:08d}.json"))
+                entry = read_manifest(self.files, f"{self.FOLDER}/{head:08d}.json")
+                if entry is None:
+                    continue  # superseded and deleted since it was listed: read the new head
+                self._cache = (head, entry)
             return copy.deepcopy(self._cache[1])
         raise RunBusyError(f"{self.files.show()}: the commit log keeps changing under this reader; retry")
 
     def claim(self, manifest: Mapping[str, Any]) -> None:
-        """Become the run's writer: the next entry, holding ``manifest`` as it is now."""
+        """Become the run's writer: the next entry, holding ``manifest`` as it is now (object stores only:
+        a local run's writer holds the lock instead)."""
         self.files.check_exclusive_create(self.FOLDER)
         self.writer = uuid.uuid4().hex
         self._write((self.head() or 0) + 1, manifest)
@@ -195,8 +198,8 @@ class Run:
         self.files: RunFiles = run_files(root)
         self.root: Path | str = root if is_url(root) else Path(root)
         self._lock_handle: Any = None
-        self._log = CommitLog(self.files) if not self.files.local else None
-        self._copied_log = CommitLog(self.files) if self.files.local else None  # a run copied down from a store
+        # the manifest on an object store; on a local disk, read only in a run copied down from one
+        self._log = CommitLog(self.files)
 
     # ----- reading -------------------------------------------------------------------------
     @property
@@ -208,8 +211,7 @@ class Run:
         return self.files.show(rel)
 
     def exists(self) -> bool:
-        log = self._log or self._copied_log
-        return self.files.exists("manifest.json") or log.head() is not None
+        return self.files.exists("manifest.json") or self._log.head() is not None
 
     def require_run_or_new(self) -> None:
         """Refuse to make a run in a folder that holds files this tool did not write (they would be at risk)."""
@@ -223,11 +225,10 @@ class Run:
                                  f"{', '.join(foreign[:3])}{' …' if len(foreign) > 3 else ''}); choose a new --output")
 
     def manifest(self) -> dict[str, Any]:
-        if self._log is not None and self._log.head() is not None:
-            return self._log.manifest()
-        if self._copied_log is not None and not self.files.exists("manifest.json") and self._copied_log.head():
-            return self._copied_log.manifest()  # read as it is; the first local writer turns it into manifest.json
-        return read_manifest(self.files, "manifest.json")
+        """On an object store the commit log's head, else manifest.json; locally manifest.json, else the log
+        of a run copied down from a store (its first local writer turns it into manifest.json)."""
+        logged = self._log.manifest() if not self.files.local or not self.files.exists("manifest.json") else None
+        return logged or read_manifest(self.files, "manifest.json") or empty_manifest()
 
     def datasets(self) -> list[str]:
         return sorted(self.manifest()["datasets"])
@@ -380,8 +381,8 @@ class Run:
         exactly one wins and the other gets a one-line error; a driver started later takes the run
         over, and the earlier one stops at its next commit (nothing uncommitted is ever visible).
         """
-        if self._log is not None:
-            self._log.claim(self.manifest() if self.exists() else empty_manifest())
+        if not self.files.local:
+            self._log.claim(self.manifest())
             self._lock_handle = self._log
             try:
                 self._resolve_aside()
@@ -399,8 +400,9 @@ class Run:
             raise RunBusyError(f"{self.root}: another prmfactory process is writing to this run") from exc
         self._lock_handle = handle
         try:
-            if not self.files.exists("manifest.json") and self._copied_log.head() is not None:
-                self._save_manifest(self._copied_log.manifest())  # a run copied from a store continues here
+            copied = None if self.files.exists("manifest.json") else self._log.manifest()
+            if copied is not None:  # a run copied down from a store continues here
+                self._save_manifest(copied)
                 self.files.remove_tree(CommitLog.FOLDER)
             if self.exists():  # only a run this tool wrote is cleaned; the first commit creates the manifest
                 self._resolve_aside()
@@ -413,7 +415,7 @@ class Run:
 
     def _save_manifest(self, manifest: Mapping[str, Any]) -> None:
         """Make ``manifest`` the run's: manifest.json replaced atomically, or the commit log's next entry."""
-        if self._log is not None:
+        if not self.files.local:
             self._log.append(manifest)
         else:
             atomic_write_text(self.manifest_path, json.dumps(manifest, indent=1))
@@ -463,7 +465,7 @@ class Run:
         staged: list[tuple[str, dict[str, Any]]] = []
         for dataset, table in tables.items():
             # on an object store a shard's name is unique, so a writer that lost the run never overwrites one
-            unique = f"-{uuid.uuid4().hex[:12]}" if self._log is not None else ""
+            unique = f"-{uuid.uuid4().hex[:12]}" if not self.files.local else ""
             file = f"{dataset}/part-{self._next_index(dataset):05d}{unique}.parquet"
             sha = self.files.write_table(file, table)
             ids = sorted(set(table.column("question_id").to_pylist()))

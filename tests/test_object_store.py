@@ -218,3 +218,13 @@ def test_a_filesystem_that_does_not_enforce_exclusive_create_is_refused_before_a
         with run.writing():
             pass
     assert not run.exists() and run.files.names("") == []
+
+
+def test_a_reader_that_lists_an_entry_deleted_before_it_reads_it_reads_the_new_head(location, monkeypatch):
+    with Run(location).writing() as run:  # entries 1 (claim), 2 and 3; entry 1 is deleted once 3 exists
+        run.commit({"problems": [problem("q1")]})
+        run.commit({"problems": [problem("q2")]})
+    reader = Run(location)
+    listed = iter([1])  # what the reader listed just before entry 1 was deleted
+    monkeypatch.setattr(reader._log, "head", lambda: next(listed, None) or CommitLog.head(reader._log))
+    assert committed(reader) == ["q1", "q2"]  # never an empty run
