@@ -38,7 +38,7 @@ def check_engine_config(config: "EngineConfig") -> None:
     if config.backend == "vllm" and config.engine_args:
         from prmfactory.engines.vllm import check_engine_args
 
-        check_engine_args(config.engine_args, list(config.backend_options()))
+        check_engine_args(config.engine_args)
 
 
 @contextlib.asynccontextmanager

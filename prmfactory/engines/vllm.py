@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from typing import Any, Sequence
+from typing import Any
 
 from prmfactory.engines.base import (Completion, EngineFailure, EngineStats, Prompt, SamplingSpec, prompt_token_ids,
                                      replicate)
@@ -31,16 +31,18 @@ _OWN_ARGS = {"model", "seed", "dtype", "max_model_len", "enforce_eager", "enable
              "gpu_memory_utilization", "tensor_parallel_size", "max_num_seqs", "block_size", "disable_log_stats"}
 
 
-def check_engine_args(engine_args: dict[str, Any], options: Sequence[str]) -> None:
+def check_engine_args(engine_args: dict[str, Any]) -> None:
     """Refuse an ``engine_args`` name vLLM's ``AsyncEngineArgs`` does not have, or one prmfactory sets itself."""
     import dataclasses
 
     from vllm.engine.arg_utils import AsyncEngineArgs
 
+    from prmfactory.config import BACKEND_OPTIONS
+
     known = {f.name for f in dataclasses.fields(AsyncEngineArgs)}
     for name in sorted(engine_args):
         if name in _OWN_ARGS:
-            source = f"engine.{name}" if name in options else {"model": "the stage's model option",
+            source = f"engine.{name}" if name in BACKEND_OPTIONS["vllm"] else {"model": "the stage's model option",
                                                                  "seed": "the stage's seed"}.get(name, "always")
             raise UsageError(f"engine.engine_args.{name}: prmfactory sets this argument itself (from {source})")
         if name not in known:
@@ -58,7 +60,7 @@ def vllm_engine_kwargs(options: dict[str, Any], seed: int) -> dict[str, Any]:
     replaces that bound when it is set. ``engine_args`` are checked (:func:`check_engine_args`) and
     passed as they are.
     """
-    check_engine_args(options["engine_args"], list(options))
+    check_engine_args(options["engine_args"])
     memory = ({"gpu_memory_utilization": options["gpu_memory_utilization"]} if options["gpu_memory_utilization"]
               else {"kv_cache_memory_bytes": int(options["kv_cache_gib"] * 2**30)})
     return dict(dtype=options["dtype"], max_model_len=options["max_model_len"], seed=seed,

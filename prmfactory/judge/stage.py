@@ -124,5 +124,6 @@ class JudgeStage(Stage, name="judge", config=JudgeConfig, reads=("problems", "no
         report.rows_in, report.skipped_done, report.already_done = len(solutions), len(done), not solutions
         report.details["template_sha256"] = sha256_text(ctx.prepared)
         if solutions:
-            ctx.do_units(JudgeWork(ctx.config, ctx.prepared), judge_units(solutions, problems), ctx.config.commit_every, done=done)
+            ctx.do_units(JudgeWork(ctx.config, ctx.prepared), judge_units(solutions, problems), ctx.config.commit_every,
+                         done=done)
         return report

@@ -65,8 +65,9 @@ class SearchWork(StageWork):
     """Searches whole questions over one engine and answer checker: a unit is one problem.
 
     ``opener`` opens the engine (default: :func:`prmfactory.engines.open_engine` as it is when the
-    work is made, so a Ray worker opens what the driver would). A question whose search raises is recorded ``failed`` with the reason; a dead
-    engine (:class:`EngineFailure`) is raised, never recorded.
+    work is made, so a Ray worker opens what the driver would). A question whose search raises is
+    recorded ``failed`` with the reason; a dead engine (:class:`EngineFailure`) is raised, never
+    recorded.
     """
 
     label = "mcts"
