@@ -239,12 +239,15 @@ def _train_prm(given: dict[str, Any], build: Callable) -> None:
     print(f"PRM saved in {output} (model card: {output / 'README.md'})")
 
 
-eval_app = typer.Typer(help="Evaluate a PRM on ProcessBench or by Best-of-N reranking.", no_args_is_help=True)
+eval_app = typer.Typer(help="Evaluate a PRM on ProcessBench, PRMBench or by Best-of-N reranking.", no_args_is_help=True)
 app.add_typer(eval_app, name="eval")
 
 
-PrmOpt = Annotated[Optional[Path], typer.Option(help="A trained PRM folder (from `prmfactory train-prm`).", exists=True, file_okay=False)]
+PrmOpt = Annotated[Optional[Path], typer.Option(help="A PRM folder (from `prmfactory train-prm`, or of --prm-format).", exists=True, file_okay=False)]
 BackendOpt = Annotated[str, typer.Option(help="PRM scorer: transformers, or vllm (discriminative PRMs).")]
+PrmFormatOpt = Annotated[str, typer.Option(
+    "--prm-format", help="The PRM folder's format: auto (prmfactory's prm.json, or Qwen2.5-Math-PRM by its "
+                         "architecture), prmfactory, qwen2.5-math-prm, math-shepherd or rlhflow.")]
 PrmDtypeOpt = Annotated[str, typer.Option(
     "--dtype", help="PRM weights dtype for scoring: float32, or bfloat16 (about 2x faster on CPUs with AVX-512 BF16).")]
 
@@ -262,6 +265,7 @@ def eval_processbench(
                                                              "threshold is chosen on; the others are reported with it "
                                                              "and --prm keeps it for serve and RL.")] = None,
     backend: BackendOpt = "transformers",
+    prm_format: PrmFormatOpt = "auto",
     dtype: PrmDtypeOpt = "float32",
     quiet: opt.QuietOpt = False,
 ) -> None:
@@ -275,7 +279,7 @@ def eval_processbench(
     fixed = _threshold_value(threshold, calibrate_on)
     if prm is not None:
         result = evaluate_prm(prm, data, output, threshold=fixed if fixed is not None else 0.5, backend=backend,
-                              dtype=dtype, quiet=quiet, calibrate_on=calibrate_on)
+                              dtype=dtype, quiet=quiet, calibrate_on=calibrate_on, prm_format=prm_format)
     else:
         splits = load_splits(data)
         result = calibrated_metrics(splits, predictions, calibrate_on) if calibrate_on is not None else \
@@ -284,7 +288,32 @@ def eval_processbench(
     if calibrate_on is not None:
         print(f"threshold {result['threshold']} chosen on {calibrate_on} (average F1 there "
               f"{result['calibration']['average_f1']}); the other splits reported with it"
-              + (f"; kept in {prm}/prm.json" if prm is not None else ""))
+              + (f"; kept in {prm}/prm.json" if result.get("prm_format") == "prmfactory" else ""))
+    print(markdown_table(result), end="")
+    print(f"results in {output}")
+
+
+@eval_app.command("prmbench")
+@handled
+def eval_prmbench(
+    data: Annotated[list[Path], typer.Option(help="PRMBench JSONL file or folder of them (repeatable).", exists=True)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for metrics.json, metrics.md, metrics.png.")],
+    prm: PrmOpt = None,
+    predictions: Annotated[Optional[Path], typer.Option(help="JSONL of {idx, step_scores} or {idx, step_labels}.", exists=True, dir_okay=False)] = None,
+    threshold: Annotated[float, typer.Option(min=0.0, max=1.0, help="A step scored above it is valid (PRMBench: 0.5).")] = 0.5,
+    backend: BackendOpt = "transformers",
+    prm_format: PrmFormatOpt = "auto",
+    dtype: PrmDtypeOpt = "float32",
+    quiet: opt.QuietOpt = False,
+) -> None:
+    """The PRMBench protocol: PRMScore (half F1 on valid steps, half on erroneous ones) per error category."""
+    from prmfactory.errors import UsageError
+    from prmfactory.eval.prmbench import evaluate, markdown_table
+
+    if (prm is None) == (predictions is None):
+        raise UsageError("give exactly one of --prm DIR or --predictions FILE")
+    result = evaluate(data, output, prm_path=prm, predictions=predictions, threshold=threshold, backend=backend,
+                      dtype=dtype, prm_format=prm_format, quiet=quiet)
     print(markdown_table(result), end="")
     print(f"results in {output}")
 
@@ -311,7 +340,7 @@ def _threshold_value(threshold: str, calibrate_on: Optional[str]) -> Optional[fl
 @eval_app.command("bon")
 @handled
 def eval_bon(
-    prm: Annotated[Path, typer.Option(help="A trained PRM folder (from `prmfactory train-prm`).", exists=True, file_okay=False)],
+    prm: Annotated[Path, typer.Option(help="A PRM folder (from `prmfactory train-prm`, or of --prm-format).", exists=True, file_okay=False)],
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for bon.json, bon.md, bon.png and candidates.jsonl.")],
     input: Annotated[Optional[Path], typer.Option("--input", "-i", help="Problems JSONL (with reference answers).", exists=True, dir_okay=False)] = None,
     candidates: Annotated[Optional[Path], typer.Option(help="candidates.jsonl of an earlier bon run: rerank it instead of sampling.", exists=True, dir_okay=False)] = None,
@@ -320,6 +349,7 @@ def eval_bon(
     temperature: Annotated[float, opt.TemperatureOption] = 0.8,
     max_new_tokens: Annotated[int, typer.Option(min=1, help="Longest solution in tokens.")] = 512,
     backend: BackendOpt = "transformers",
+    prm_format: PrmFormatOpt = "auto",
     input_format: opt.FormatOpt = "auto",
     limit: opt.LimitOpt = None,
     seed: Annotated[int, typer.Option(help="Engine seed.")] = 0,
@@ -339,7 +369,7 @@ def eval_bon(
         problems, _ = load_problems(input, input_format, skip_invalid=False)
     result = evaluate_bon(prm, output, problems=problems, candidates=candidates, samples=samples, policy=policy,
                           temperature=temperature, max_tokens=max_new_tokens, backend=backend, limit=limit, seed=seed,
-                          quiet=quiet)
+                          quiet=quiet, prm_format=prm_format)
     print(markdown_table(result), end="")
     print(f"results in {output}")
 
@@ -347,12 +377,13 @@ def eval_bon(
 @app.command()
 @handled
 def serve(
-    prm: Annotated[Path, typer.Option(help="A trained PRM folder (from `prmfactory train-prm`).", exists=True, file_okay=False)],
+    prm: Annotated[Path, typer.Option(help="A PRM folder (from `prmfactory train-prm`, or of --prm-format).", exists=True, file_okay=False)],
     host: Annotated[str, typer.Option(help="Interface to listen on (loopback by default).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8000,
     api_key: Annotated[Optional[str], typer.Option(envvar="PRMFACTORY_API_KEY", show_envvar=True, help="Require `Authorization: Bearer KEY` on every request.")] = None,
     aggregate: Annotated[str, typer.Option(help="Reward of /get_reward: min, last, prod or mean of the step scores.")] = "min",
     backend: BackendOpt = "transformers",
+    prm_format: PrmFormatOpt = "auto",
     max_batch: Annotated[int, typer.Option(min=1, help="Most solutions scored in one model call.")] = 64,
     max_body_mb: Annotated[float, typer.Option(help="Largest request body (MB); larger ones get 413.")] = 4.0,
     threshold: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="A step scored below it is the first "
@@ -375,7 +406,7 @@ def serve(
         raise UsageError(f"--max-body-mb: must be above 0, got {max_body_mb}")
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         console.print(f"[yellow]warning:[/yellow] serving on {host} without --api-key: anyone who reaches it can use it")
-    app_ = create_app(PRM.from_pretrained(prm, backend=backend), api_key=api_key, max_body_bytes=int(max_body_mb * 1e6),
+    app_ = create_app(PRM.from_pretrained(prm, backend=backend, format=prm_format), api_key=api_key, max_body_bytes=int(max_body_mb * 1e6),
                       max_batch=max_batch, reward_aggregate=aggregate, threshold=threshold)
     uvicorn.run(app_, host=host, port=port, log_level="warning")
 

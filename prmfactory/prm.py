@@ -17,11 +17,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
 
 from prmfactory.errors import UsageError
 from prmfactory.prm_folder import PRMMeta
 from prmfactory.steps import Segmenter
+
+if TYPE_CHECKING:
+    from prmfactory.train.formats import EncodedSolution
 
 Kind = Literal["discriminative", "generative"]
 Item = tuple[str, Sequence[str]]
@@ -80,23 +83,39 @@ class DiscriminativeTransformers:
         self.batch_size = batch_size
 
     def score_batch(self, items: Sequence[Item]) -> list[list[float]]:
-        import torch
+        return score_encoded(self.model, [self.encoder.encode(problem, steps) for problem, steps in items],
+                             self.pad_id, self.batch_size, class_one_probability)
 
-        from prmfactory.train.discriminative import PadCollator
 
-        encoded = [self.encoder.encode(problem, steps) for problem, steps in items]
-        # Batches of similar length: padding every batch to its longest item is most of the cost otherwise.
-        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].input_ids))
-        results: list[list[float]] = [[] for _ in encoded]
-        for start in range(0, len(order), self.batch_size):
-            chunk = order[start:start + self.batch_size]
-            batch = PadCollator(self.pad_id)([{"input_ids": encoded[i].input_ids} for i in chunk])
-            with torch.inference_mode():
-                probs = torch.softmax(self.model(**batch).logits.float(), dim=-1)[..., 1]
-            for row, index in enumerate(chunk):
-                item = encoded[index]
-                results[index] = _nan_padded(probs[row, item.label_positions].tolist(), item.steps_total)
-        return results
+def class_one_probability(logits, positions: list[int]) -> list[float]:
+    """P(class 1) of a two-class token head at ``positions`` (class 1: the step is correct)."""
+    import torch
+
+    return torch.softmax(logits[positions].float(), dim=-1)[:, 1].tolist()
+
+
+def score_encoded(model, encoded: Sequence["EncodedSolution"], pad_id: int, batch_size: int,
+                  read: Callable[[Any, list[int]], list[float]]) -> list[list[float]]:
+    """Step scores of encoded solutions: right-padded batches of similar length through ``model``;
+    ``read(logits_of_one_row, positions)`` gives a row's scores at its step positions (NaN for a
+    step cut off by the length limit). Shared by every in-process discriminative scorer."""
+    import torch
+
+    from prmfactory.train.discriminative import PadCollator
+
+    # Batches of similar length: padding every batch to its longest item is most of the cost otherwise.
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].input_ids))
+    results: list[list[float]] = [[] for _ in encoded]
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        batch = PadCollator(pad_id)([{"input_ids": encoded[i].input_ids} for i in chunk])
+        with torch.inference_mode():
+            logits = model(**batch).logits
+        for row, index in enumerate(chunk):
+            item = encoded[index]
+            scores = read(logits[row], item.label_positions) if item.label_positions else []
+            results[index] = _nan_padded(scores, item.steps_total)
+    return results
 
 
 class DiscriminativeVllm:
@@ -222,13 +241,25 @@ def scorer_factory(kind: str, backend: str, dtype: str = "float32") -> Callable[
 class PRM:
     """A trained process reward model: one score in [0, 1] per step (P(step is correct))."""
 
-    def __init__(self, path: Path, meta: PRMMeta, scorer):
-        self.path, self.meta, self.scorer = path, meta, scorer
+    def __init__(self, path: Path, meta: PRMMeta, scorer, format: str = "prmfactory"):
+        self.path, self.meta, self.scorer, self.format = path, meta, scorer, format
         self.segmenter = Segmenter(meta.segmentation)
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, backend: str = "transformers", **options) -> "PRM":
+    def from_pretrained(cls, path: str | Path, backend: str = "transformers", format: str = "auto",
+                        **options) -> "PRM":
+        """A PRM folder of ``format`` (:data:`prmfactory.prm_formats.PRM_FORMATS`; ``auto`` detects it)."""
+        from prmfactory.prm_formats import OWN_FORMAT, PUBLIC_SCORERS, resolve_format
+
         path = Path(path)
+        format = resolve_format(path, format)
+        if format != OWN_FORMAT:
+            if backend != "transformers":
+                raise UsageError(f"a {format} PRM is scored with backend transformers, not {backend!r}")
+            if options.get("dtype", "float32") not in SCORING_DTYPES:
+                scorer_factory("discriminative", backend, options["dtype"])  # its one-line dtype error
+            scorer = PUBLIC_SCORERS[format](path, **options)
+            return cls(path, scorer.meta, scorer, format)
         meta = PRMMeta.load(path)
         factory = scorer_factory(meta.kind, backend, options.get("dtype", "float32"))
         return cls(path, meta, factory(path, meta, **options))

@@ -119,10 +119,12 @@ def read_candidates(path: Path) -> tuple[list[dict[str, Any]], list[list[Candida
 def evaluate_bon(prm_path: Path, output: Path, *, problems: Sequence[Mapping[str, Any]] | None = None,
                  candidates: Path | None = None, samples: int = 16, policy: str = "toy", temperature: float = 0.8,
                  max_tokens: int = 512, backend: str = "transformers", limit: int | None = None, seed: int = 0,
-                 quiet: bool = False) -> dict[str, Any]:
-    """Sample (or reread) candidates, rerank them with the PRM, write results and record them in its card."""
+                 quiet: bool = False, prm_format: str = "auto") -> dict[str, Any]:
+    """Sample (or reread) candidates, rerank them with the PRM, write results and record them in its card
+    (a PRM of a public format has no card of ours: its folder is left as it is)."""
     from prmfactory.prm import PRM, score_with_progress
-    from prmfactory.prm_folder import PRMMeta, record_eval
+    from prmfactory.prm_folder import record_eval
+    from prmfactory.prm_formats import OWN_FORMAT, step_segmentation
 
     if candidates is not None:
         problems, sampled = read_candidates(candidates)
@@ -132,9 +134,10 @@ def evaluate_bon(prm_path: Path, output: Path, *, problems: Sequence[Mapping[str
 
         problems = list(problems or [])[:limit]
         sampled, _ = sample_candidates(problems, policy=policy, samples=samples, temperature=temperature,
-                                       max_tokens=max_tokens, seed=seed, segmentation=PRMMeta.load(prm_path).segmentation,
+                                       max_tokens=max_tokens, seed=seed,
+                                       segmentation=step_segmentation(prm_path, prm_format),
                                        quiet=quiet)
-    prm = PRM.from_pretrained(prm_path, backend=backend)
+    prm = PRM.from_pretrained(prm_path, backend=backend, format=prm_format)
     try:
         flat = score_with_progress(prm, [(p["problem"], c.steps) for p, group in zip(problems, sampled) for c in group],
                                    quiet=quiet)
@@ -148,5 +151,6 @@ def evaluate_bon(prm_path: Path, output: Path, *, problems: Sequence[Mapping[str
     write_candidates(output / "candidates.jsonl", problems, sampled, scores)
     write_results(result, output, f"Best-of-N: {prm_path.name}")
     n = result["samples"]
-    record_eval(prm_path, f"best_of_{n}", {method: curve[n] for method, curve in result["curves"].items()})
+    if prm.format == OWN_FORMAT:
+        record_eval(prm_path, f"best_of_{n}", {method: curve[n] for method, curve in result["curves"].items()})
     return result

@@ -230,35 +230,42 @@ def score_splits(prm, splits: Mapping[str, Sequence[dict[str, Any]]], output: Pa
 
 
 def evaluate_prm(prm_path: Path, data: Path, output: Path, *, threshold: float = 0.5, backend: str = "transformers",
-                 dtype: str = "float32", quiet: bool = False, calibrate_on: str | None = None) -> dict[str, Any]:
-    """Score ProcessBench files with a trained PRM; write predictions and metrics; record them in its card.
+                 dtype: str = "float32", quiet: bool = False, calibrate_on: str | None = None,
+                 prm_format: str = "auto") -> dict[str, Any]:
+    """Score ProcessBench files with a PRM; write predictions and metrics; record them in its card.
 
     With ``calibrate_on`` the threshold is chosen on that split, the others are reported with it, and
     the PRM folder keeps it (``prm.json``), so ``serve`` and the RL adapters flag first errors with it.
+    A PRM of a public format (``prm_format``) has no ``prm.json``: its folder is left as it is.
     """
     from prmfactory.prm import PRM
     from prmfactory.prm_folder import PRMMeta, record_eval
+    from prmfactory.prm_formats import OWN_FORMAT
 
     splits = load_splits(data)
     if calibrate_on is not None:
         check_calibration_split(splits, calibrate_on)
-    prm = PRM.from_pretrained(prm_path, backend=backend, dtype=dtype)
+    prm = PRM.from_pretrained(prm_path, backend=backend, dtype=dtype, format=prm_format)
     try:
         predictions = score_splits(prm, splits, output, threshold, quiet=quiet)
     finally:
         prm.close()
+    own = prm.format == OWN_FORMAT
     if calibrate_on is not None:
         result = calibrated_metrics(splits, output / "predictions.jsonl", calibrate_on)
-        meta = PRMMeta.load(prm_path)
-        meta.threshold = result["threshold"]
-        meta.threshold_calibration = {"data": str(data), **result["calibration"]}
-        meta.save(prm_path)
+        if own:
+            meta = PRMMeta.load(prm_path)
+            meta.threshold = result["threshold"]
+            meta.threshold_calibration = {"data": str(data), **result["calibration"]}
+            meta.save(prm_path)
     else:
         result = metrics(splits, predictions)
-    record_eval(prm_path, f"processbench:{data.name}", {"average_f1": result["average_f1"], **{
-        f"{name}_f1": split["f1"] for name, split in result["splits"].items()},
-        **({"threshold": result["threshold"]} if calibrate_on is not None else {})})
-    write_results(result, output, f"ProcessBench: {prm_path.name}")
+    if own:
+        record_eval(prm_path, f"processbench:{data.name}", {"average_f1": result["average_f1"], **{
+            f"{name}_f1": split["f1"] for name, split in result["splits"].items()},
+            **({"threshold": result["threshold"]} if calibrate_on is not None else {})})
+    result["prm_format"] = prm.format
+    write_results(result, output, f"ProcessBench: {prm_path.name} ({prm.format})")
     return result
 
 

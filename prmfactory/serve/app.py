@@ -73,7 +73,8 @@ class ModelCard(BaseModel):
     id: str
     object: Literal["model"] = "model"
     owned_by: str = "prmfactory"
-    format: str = Field(description="The PRM's folder format (prmfactory: token classification at each step's end).")
+    format: str = Field(description="The PRM's folder format: prmfactory (token classification at each step's end), "
+                                    "qwen2.5-math-prm, math-shepherd or rlhflow.")
     kind: str
     segmentation: str = Field(description="How a response is split into steps (the separator the PRM was trained on).")
     threshold: float = Field(description="A step scored below it is the first error (first_error in every answer).")
@@ -221,7 +222,7 @@ def create_app(prm: PRM, *, api_key: Optional[str] = None, max_body_bytes: int =
                 "batches": batcher.batches}
 
     threshold = prm.threshold if threshold is None else threshold
-    card = ModelCard(id=name or Path(prm.path).name, format="prmfactory", kind=prm.meta.kind,
+    card = ModelCard(id=name or Path(prm.path).name, format=prm.format, kind=prm.meta.kind,
                      segmentation=prm.meta.segmentation, threshold=threshold, max_length=prm.meta.max_length,
                      base=prm.meta.base)
 
