@@ -239,6 +239,26 @@ def _train_prm(given: dict[str, Any], build: Callable) -> None:
     print(f"PRM saved in {output} (model card: {output / 'README.md'})")
 
 
+@app.command("import")
+@handled
+def import_data(
+    dataset: Annotated[str, typer.Argument(help="math-shepherd, prm800k, processbench or prmbench.")],
+    input: Annotated[Path, typer.Option("--input", "-i", help="The dataset's file, or a folder of its files.", exists=True)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for part-*.parquet, rejects.jsonl, import.json, log.txt.")],
+    neutral_is_correct: Annotated[bool, typer.Option(help="PRM800K: a neutral (0) rating counts as correct "
+                                                          "(TRL's conversion counts it wrong).")] = False,
+    force: Annotated[bool, typer.Option(help="Replace an earlier import in --output.")] = False,
+    quiet: opt.QuietOpt = False,
+) -> None:
+    """A public PRM dataset as TRL stepwise Parquet for `train-prm --data DIR`; unmappable records go to rejects.jsonl."""
+    from prmfactory.public_data import import_dataset
+
+    report = import_dataset(dataset, input, output, neutral_is_correct=neutral_is_correct, force=force, quiet=quiet)
+    print(f"{report['rows']} rows ({report['steps']} steps, {report['positive_steps']} labelled correct), "
+          f"{report['rejected']} rejected" + "".join(f"; {n} {r}" for r, n in report["rejected_by_reason"].items()))
+    print(f"written to {output}; train with `prmfactory train-prm --data {output}`")
+
+
 eval_app = typer.Typer(help="Evaluate a PRM on ProcessBench, PRMBench or by Best-of-N reranking.", no_args_is_help=True)
 app.add_typer(eval_app, name="eval")
 

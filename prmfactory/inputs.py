@@ -19,7 +19,7 @@ import math
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Callable, Iterator, Literal
 
 from prmfactory.errors import UsageError
 from prmfactory.rows import ProblemsRow
@@ -69,11 +69,13 @@ def strict_json(text: str) -> Any:
     return json.loads(text, parse_constant=_no_constant)
 
 
-def jsonl_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+def jsonl_records(path: Path, on_error: Callable[[str, str], None] | None = None
+                  ) -> Iterator[tuple[str, dict[str, Any]]]:
     """``(file:line, object)`` for each non-blank line of a JSON Lines file of objects.
 
     For the small record files the other commands read (solutions, predictions); ``--input`` has
-    the stricter line-by-line checks of :func:`read_problems`.
+    the stricter line-by-line checks of :func:`read_problems`. A bad line is a UsageError, or, with
+    ``on_error``, is passed to it as ``(file:line, message)`` and skipped (``import`` keeps rejects).
     """
     try:
         raw_lines = path.read_bytes().splitlines()
@@ -82,19 +84,25 @@ def jsonl_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     for number, raw in enumerate(raw_lines, start=1):
         where = f"{path}:{number}"
         try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise UsageError(f"{where}: not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})") from exc
-        if not line.strip():
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise UsageError(f"{where}: not valid UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})") from exc
+            if not line.strip():
+                continue
+            try:
+                record = strict_json(line)
+            except json.JSONDecodeError as exc:
+                raise UsageError(f"{where}: invalid JSON: {exc.msg} at column {exc.colno}") from exc
+            except RecursionError as exc:
+                raise UsageError(f"{where}: JSON nested too deeply") from exc
+            if not isinstance(record, dict):
+                raise UsageError(f"{where}: expected a JSON object, got {type(record).__name__}")
+        except UsageError as exc:
+            if on_error is None:
+                raise
+            on_error(where, str(exc))
             continue
-        try:
-            record = strict_json(line)
-        except json.JSONDecodeError as exc:
-            raise UsageError(f"{where}: invalid JSON: {exc.msg} at column {exc.colno}") from exc
-        except RecursionError as exc:
-            raise UsageError(f"{where}: JSON nested too deeply") from exc
-        if not isinstance(record, dict):
-            raise UsageError(f"{where}: expected a JSON object, got {type(record).__name__}")
         yield where, record
 
 

@@ -8,6 +8,20 @@ from __future__ import annotations
 from typing import Optional, TypedDict
 
 
+class ImportedStepsRow(TypedDict):
+    """A ``imported_steps`` row (schema v1)."""
+
+    prompt: str
+    completions: list[Optional[str]]
+    labels: list[Optional[bool]]
+    segmentation: str
+    source: str
+    source_file: str
+    source_line: int
+    source_id: Optional[str]
+    subset: Optional[str]
+
+
 class JudgementsRow(TypedDict):
     """A ``judgements`` row (schema v2)."""
 

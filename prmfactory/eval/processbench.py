@@ -39,8 +39,8 @@ class ProcessBenchRecord(BaseModel):
         return self
 
 
-def _records(file: Path) -> Iterator[tuple[str, Any]]:
-    """``(where, raw record)`` from a JSON array or a JSON Lines file."""
+def json_records(file: Path, on_error=None) -> Iterator[tuple[str, Any]]:
+    """``(where, raw record)`` from a JSON array or a JSON Lines file (``on_error``: see ``jsonl_records``)."""
     from prmfactory.inputs import jsonl_records
 
     try:
@@ -49,7 +49,7 @@ def _records(file: Path) -> Iterator[tuple[str, Any]]:
     except OSError as exc:
         raise UsageError(f"{file}: cannot read: {exc.strerror}") from exc
     if not head.startswith(b"["):
-        yield from jsonl_records(file)
+        yield from jsonl_records(file, on_error)
         return
     try:
         records = json.loads(file.read_bytes().decode("utf-8"))
@@ -76,7 +76,7 @@ def load_splits(path: Path) -> dict[str, list[dict[str, Any]]]:
     first_seen: dict[Any, str] = {}
     for file in files:
         records = []
-        for where, raw in _records(file):
+        for where, raw in json_records(file):
             if not isinstance(raw, dict):
                 raise UsageError(f"{where}: expected a JSON object, got {type(raw).__name__}")
             try:
