@@ -250,6 +250,7 @@ def import_dataset(source: str, input: Path, output: Path, *, neutral_is_correct
     from prmfactory import schemas
     from prmfactory.eval.processbench import json_records
     from prmfactory.fileio import sha256_file
+    from prmfactory.inputs import derive_id
     from prmfactory.progress import stage_progress
 
     if source not in IMPORTERS:
@@ -292,7 +293,7 @@ def import_dataset(source: str, input: Path, output: Path, *, neutral_is_correct
                         reject(file, where, item, None if own_id is None else str(own_id))
                     else:
                         rows.append({"prompt": item.prompt, "completions": item.completions, "labels": item.labels,
-                                     "segmentation": importer.segmentation, "source": source,
+                                     "question_id": derive_id(item.prompt), "segmentation": importer.segmentation, "source": source,
                                      "source_file": str(file), "source_line": _line_number(where),
                                      "source_id": item.source_id, "subset": item.subset})
             inputs.append({"file": str(file.resolve()), "sha256": sha256_file(file), "records": records})

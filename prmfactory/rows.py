@@ -14,6 +14,7 @@ class ImportedStepsRow(TypedDict):
     prompt: str
     completions: list[Optional[str]]
     labels: list[Optional[bool]]
+    question_id: str
     segmentation: str
     source: str
     source_file: str

@@ -39,6 +39,7 @@ def test_math_shepherd_sample_file(tmp_path):
     assert first["completions"][-1].endswith("The answer is: 13520")
     assert all(r["segmentation"] == "line" and r["subset"] == "GSM8K" for r in rows)
     assert [r["source_line"] for r in rows] == list(range(1, 8))
+    assert len({r["question_id"] for r in rows}) == 7 and rows[0]["question_id"].startswith("sha256:")
 
 
 def test_math_shepherd_malformed_rows_are_rejected_with_reasons(tmp_path):
