@@ -24,6 +24,7 @@ from prmfactory.prm_folder import PRMMeta
 from prmfactory.steps import Segmenter
 
 if TYPE_CHECKING:
+    from prmfactory.credit import ScoredSteps
     from prmfactory.train.formats import EncodedSolution
 
 Kind = Literal["discriminative", "generative"]
@@ -283,6 +284,15 @@ class PRM:
     def split(self, response: str) -> list[str]:
         """A response split into steps with the separator the PRM was trained with."""
         return self.segmenter.split(response)
+
+    def scored_steps(self, prompts: Sequence[str], responses: Sequence[str]) -> list["ScoredSteps"]:
+        """Each response's steps as character spans (the PRM's segmentation) with their scores: what
+        step-level credit needs to put a step's reward on the policy's own tokens."""
+        from prmfactory.credit import ScoredSteps
+
+        spans = [self.segmenter.spans(r) for r in responses]
+        scores = self.score_batch([(p, [r[a:b] for a, b in s]) for p, r, s in zip(prompts, responses, spans)])
+        return [ScoredSteps(s, list(v)) for s, v in zip(spans, scores)]
 
     def rewards(self, prompts: Sequence[str], responses: Sequence[str], how: str = "min") -> list[StepReward]:
         """One :class:`StepReward` per (prompt, response): the response split into steps, scored, aggregated."""

@@ -15,6 +15,8 @@ from typing import Literal
 # step_prefix: "Step k:" headers.
 SegmentationName = Literal["blank_line", "line", "step_prefix"]
 _STEP_PREFIX = re.compile(r"(?m)^\s*Step\s+\d+\s*[:.]\s*")
+_BLANK_LINE = re.compile(r"\n[ \t]*\n")
+_NEWLINE = re.compile(r"\n")
 
 
 @dataclass(frozen=True)
@@ -28,15 +30,22 @@ class Segmenter:
         """Text placed between steps when joining (and the stop string for one-step generation)."""
         return "\n" if self.name == "line" else "\n\n"
 
+    def spans(self, text: str) -> list[tuple[int, int]]:
+        """``(start, end)`` character offsets of each non-empty step of ``text``, whitespace excluded:
+        where a step's reward lands on the policy's tokens, whatever tokenizer the PRM has."""
+        boundary = {"blank_line": _BLANK_LINE, "line": _NEWLINE, "step_prefix": _STEP_PREFIX}[self.name]
+        cuts = [0] + [c for m in boundary.finditer(text) for c in (m.start(), m.end())] + [len(text)]
+        spans = []
+        for start, end in zip(cuts[::2], cuts[1::2]):
+            piece = text[start:end]
+            if piece.strip():
+                lead = len(piece) - len(piece.lstrip())
+                spans.append((start + lead, start + len(piece.rstrip())))
+        return spans
+
     def split(self, text: str) -> list[str]:
         """Non-empty steps of ``text``, stripped of the separator and surrounding whitespace."""
-        if self.name == "blank_line":
-            parts = re.split(r"\n[ \t]*\n", text)
-        elif self.name == "line":
-            parts = text.split("\n")
-        else:
-            parts = _STEP_PREFIX.split(text)
-        return [p.strip() for p in parts if p.strip()]
+        return [text[start:end] for start, end in self.spans(text)]
 
     def join(self, steps: list[str]) -> str:
         if self.name != "step_prefix":

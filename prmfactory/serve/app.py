@@ -51,6 +51,9 @@ class ScoreRequest(BaseModel):
 class ScoreResult(BaseModel):
     id: Union[str, int]
     step_scores: list[Optional[float]]
+    step_spans: Optional[list[tuple[int, int]]] = Field(
+        None, description="For a `response`: each step's [start, end) character offsets in it (the PRM's "
+                          "segmentation), so a trainer can put each step's score on its own tokens; null for `steps`.")
     first_error: int = Field(description="First step scored below the threshold (/v1/models), -1 if none.")
     aggregate: float
 
@@ -232,13 +235,15 @@ def create_app(prm: PRM, *, api_key: Optional[str] = None, max_body_bytes: int =
 
     @app.post("/v1/prm/score", response_model=ScoreResponse)
     async def score(request: ScoreRequest) -> ScoreResponse:
-        items = [(item.prompt, item.steps if item.steps is not None else prm.split(item.response or ""))
+        spans = [None if item.steps is not None else prm.segmenter.spans(item.response or "")
                  for item in request.items]
+        items = [(item.prompt, item.steps if item.steps is not None else [item.response[a:b] for a, b in cuts])
+                 for item, cuts in zip(request.items, spans)]
         results = []
-        for item, scores in zip(request.items, await batcher.score(items)):
+        for item, cuts, scores in zip(request.items, spans, await batcher.score(items)):
             reward = step_reward(scores, request.aggregate, threshold)
-            results.append(ScoreResult(id=item.id, step_scores=_json_scores(scores), first_error=reward.first_error,
-                                       aggregate=reward.reward))
+            results.append(ScoreResult(id=item.id, step_scores=_json_scores(scores), step_spans=cuts,
+                                       first_error=reward.first_error, aggregate=reward.reward))
         return ScoreResponse(results=results)
 
     @app.post("/get_reward", response_model=RewardResponse)

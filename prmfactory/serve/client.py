@@ -6,9 +6,12 @@ from __future__ import annotations
 import contextlib
 import math
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Optional, Sequence
 
 from prmfactory.prm import StepReward
+
+if TYPE_CHECKING:
+    from prmfactory.credit import ScoredSteps
 
 
 class RemotePRM:
@@ -28,13 +31,24 @@ class RemotePRM:
         return [StepReward([math.nan if s is None else s for s in r["step_scores"]], r["first_error"], r["aggregate"])
                 for r in body["results"]]
 
-    def rewards(self, prompts: Sequence[str], responses: Sequence[str], how: str = "min") -> list[StepReward]:
+    def _post(self, prompts: Sequence[str], responses: Sequence[str], how: str) -> dict[str, Any]:
         import httpx
 
         response = httpx.post(f"{self.url}/v1/prm/score", json=self.payload(prompts, responses, how),
                               headers=self.headers, timeout=self.timeout_s)
         response.raise_for_status()
-        return self.parse(response.json())
+        return response.json()
+
+    def rewards(self, prompts: Sequence[str], responses: Sequence[str], how: str = "min") -> list[StepReward]:
+        return self.parse(self._post(prompts, responses, how))
+
+    def scored_steps(self, prompts: Sequence[str], responses: Sequence[str]) -> list["ScoredSteps"]:
+        """Each response's step spans (split by the server) and step scores, as ``PRM.scored_steps``."""
+        from prmfactory.credit import ScoredSteps
+
+        return [ScoredSteps([tuple(span) for span in r["step_spans"]],
+                            [math.nan if s is None else s for s in r["step_scores"]])
+                for r in self._post(prompts, responses, "min")["results"]]
 
     async def arewards(self, client, prompts: Sequence[str], responses: Sequence[str], how: str = "min") -> list[StepReward]:
         """The same call on a shared ``httpx.AsyncClient`` (for many concurrent requests)."""
