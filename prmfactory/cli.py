@@ -409,6 +409,11 @@ def serve(
     threshold: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="A step scored below it is the first "
                                                    "error (first_error; reported by /v1/models). Default: the PRM's "
                                                    "calibrated threshold (eval processbench --threshold auto), else 0.5.")] = None,
+    policy_template: Annotated[Optional[str], typer.Option(help="OpenRLHF /get_reward: the policy's tokenizer (name or "
+                                                               "path) whose chat template wraps OpenRLHF's prompts; it "
+                                                               "is stripped so the PRM sees the raw problem.")] = None,
+    question_from: Annotated[str, typer.Option(help="OpenRLHF /get_reward: the problem is the `prompt` (template "
+                                                    "stripped) or the `label` (a raw-question label column).")] = "prompt",
 ) -> None:
     """Serve a PRM over HTTP for online RL: /v1/prm/score, OpenRLHF's /get_reward, /v1/models, /health."""
     import uvicorn
@@ -426,8 +431,13 @@ def serve(
         raise UsageError(f"--max-body-mb: must be above 0, got {max_body_mb}")
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         console.print(f"[yellow]warning:[/yellow] serving on {host} without --api-key: anyone who reaches it can use it")
+    if question_from not in ("prompt", "label"):
+        raise UsageError(f"--question-from: expected prompt or label, got {question_from!r}")
+    from prmfactory.rl import OpenRLHFQueries
+
+    openrlhf = OpenRLHFQueries(policy_template, question_from)
     app_ = create_app(PRM.from_pretrained(prm, backend=backend, format=prm_format), api_key=api_key, max_body_bytes=int(max_body_mb * 1e6),
-                      max_batch=max_batch, reward_aggregate=aggregate, threshold=threshold)
+                      max_batch=max_batch, reward_aggregate=aggregate, threshold=threshold, openrlhf=openrlhf)
     uvicorn.run(app_, host=host, port=port, log_level="warning")
 
 

@@ -15,7 +15,7 @@ import hmac
 import json
 import math
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import TYPE_CHECKING, Any, Literal, Optional, Union
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -24,6 +24,9 @@ from pydantic import BaseModel, Field, model_validator
 
 from prmfactory.prm import PRM, step_reward
 from prmfactory.serve.batching import DynamicBatcher
+
+if TYPE_CHECKING:
+    from prmfactory.rl import OpenRLHFQueries
 
 Aggregate = Literal["min", "last", "prod", "mean"]
 
@@ -191,16 +194,20 @@ class GuardMiddleware:
 
 def create_app(prm: PRM, *, api_key: Optional[str] = None, max_body_bytes: int = 4_000_000, max_batch: int = 64,
                max_wait_ms: float = 5.0, reward_aggregate: Aggregate = "min", threshold: Optional[float] = None,
-               name: Optional[str] = None) -> FastAPI:
+               name: Optional[str] = None, openrlhf: Optional["OpenRLHFQueries"] = None) -> FastAPI:
     """The FastAPI app serving ``prm``; the batcher starts and stops with the app.
 
-    ``reward_aggregate`` turns step scores into ``/get_reward``'s one reward per query;
+    ``reward_aggregate`` turns step scores into ``/get_reward``'s one reward per query, and
+    ``openrlhf`` (:class:`prmfactory.rl.OpenRLHFQueries`) says how its queries become problem and response;
     ``threshold`` is the score below which a step is the first error (default: the PRM's calibrated
     one, else 0.5); ``name`` is the model id
     ``/v1/models`` reports (default: the PRM folder's name).
     """
     import contextlib
 
+    from prmfactory.rl import OpenRLHFQueries
+
+    openrlhf = openrlhf or OpenRLHFQueries()
     batcher = DynamicBatcher(prm.score_batch, max_batch=max_batch, max_wait_ms=max_wait_ms)
 
     @contextlib.asynccontextmanager
@@ -249,14 +256,20 @@ def create_app(prm: PRM, *, api_key: Optional[str] = None, max_body_bytes: int =
     @app.post("/get_reward", response_model=RewardResponse)
     async def get_reward(request: RewardRequest) -> RewardResponse:
         prompts = request.prompts or [""] * len(request.query)
-        if len(prompts) != len(request.query):
-            raise RequestValidationError([{"loc": ("body", "prompts"), "msg": "needs one prompt per query",
+        labels = request.labels or [None] * len(request.query)
+        if len(prompts) != len(request.query) or len(labels) != len(request.query):
+            field = "prompts" if len(prompts) != len(request.query) else "labels"
+            raise RequestValidationError([{"loc": ("body", field), "msg": "needs one entry per query",
                                            "type": "value_error"}])
-        items = [(prompt, prm.split(query[len(prompt):] if query.startswith(prompt) else query))
-                 for prompt, query in zip(prompts, request.query)]
+        try:
+            problems, responses, matched = openrlhf.split(request.query, prompts, labels)
+        except ValueError as exc:
+            raise RequestValidationError([{"loc": ("body", "labels"), "msg": str(exc), "type": "value_error"}])
+        items = [(problem, prm.split(response)) for problem, response in zip(problems, responses)]
         rewards = [step_reward(scores, reward_aggregate, threshold) for scores in await batcher.score(items)]
         values = [r.reward for r in rewards]
         return RewardResponse(rewards=values, scores=values,
-                              extra_logs={"prm_first_error": [float(r.first_error) for r in rewards]})
+                              extra_logs={"prm_first_error": [float(r.first_error) for r in rewards],
+                                          "prm_query_cut": [float(not m) for m in matched]})
 
     return app
