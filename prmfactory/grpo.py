@@ -46,7 +46,7 @@ class StepCreditGRPOTrainer(GRPOTrainer):
         import torch
         from accelerate.utils import gather_object
 
-        from prmfactory.rl import _prompt_text
+        from prmfactory.rl import prompt_text
 
         output = super()._generate_and_score_completions(inputs)
         if self.credit == "outcome":
@@ -55,7 +55,7 @@ class StepCreditGRPOTrainer(GRPOTrainer):
         mask = output["completion_mask"]
         token_ids = [row[:length].tolist() for row, length in zip(output["completion_ids"], mask.sum(dim=1).tolist())]
         responses = [tokenizer.decode(ids, skip_special_tokens=True) for ids in token_ids]
-        scored = self.step_rewards.scored_steps([_prompt_text(x["prompt"]) for x in inputs], responses)
+        scored = self.step_rewards.scored_steps([prompt_text(x["prompt"]) for x in inputs], responses)
         # A group's statistics need all of its completions, which may sit on other processes.
         all_scores = gather_object([s.scores for s in scored])
         all_outcome = gather_object(output["advantages"].tolist())

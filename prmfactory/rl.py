@@ -53,7 +53,7 @@ def completion_text(message: Any) -> str:
     raise TypeError(f"expected a string or a list of chat messages, got {type(message).__name__}")
 
 
-def _prompt_text(prompt: Any) -> str:
+def prompt_text(prompt: Any) -> str:
     """The problem of a prompt: the string, or the last user message of a conversation."""
     if isinstance(prompt, list):
         users = [m for m in prompt if isinstance(m, dict) and m.get("role") == "user"]
@@ -83,7 +83,7 @@ class GRPOReward:
 
     def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], log_extra=None, log_metric=None,
                  **kwargs) -> list[float]:
-        rewards = self.source.rewards([_prompt_text(p) for p in prompts], [completion_text(c) for c in completions],
+        rewards = self.source.rewards([prompt_text(p) for p in prompts], [completion_text(c) for c in completions],
                                       self.aggregate)
         if log_extra is not None:
             log_extra("prm_step_scores", [json.dumps([round(s, 4) for s in r.step_scores]) for r in rewards])
