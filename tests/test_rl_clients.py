@@ -183,3 +183,11 @@ def test_verl_reward_manager_gives_each_step_its_score_on_its_last_token(prm, po
     with pytest.raises(ValueError, match="item 0: extra_info has no 'question'"):
         manager(missing)
     rl._environment_source.cache_clear()
+
+
+def test_score_returns_each_steps_character_span(keyless, prm):
+    reply = keyless.post("/v1/prm/score", json={"items": [{"id": 1, "prompt": PROBLEM.text, "response": RESPONSE},
+                                                         {"id": 2, "prompt": PROBLEM.text, "steps": ["a"]}]})
+    first, second = reply.json()["results"]
+    assert [RESPONSE[a:b] for a, b in first["step_spans"]] == PROBLEM.reference_steps and second["step_spans"] is None
+    assert first["step_scores"] == pytest.approx(prm.scored_steps([PROBLEM.text], [RESPONSE])[0].scores, abs=1e-5)

@@ -136,7 +136,7 @@ def server(discriminative_prm):
 
 
 @pytest.mark.slow
-def test_server_under_load_and_faults(server):
+def test_server_under_load_and_faults(server, prm):
     """1,000 requests at concurrency 32: no errors; then faults; the server keeps serving."""
     import httpx
 
@@ -153,6 +153,9 @@ def test_server_under_load_and_faults(server):
     assert httpx.post(f"{server}/v1/prm/score", json=big, headers=auth).status_code == 413
     assert httpx.post(f"{server}/v1/prm/score", json={"items": [{"id": 1}]}, headers=auth).status_code == 422
     assert RemotePRM(server, "sesame").rewards([PROBLEM.text], ["\n\n".join(PROBLEM.reference_steps)])[0].reward > 0
+    remote = RemotePRM(server, "sesame").scored_steps([PROBLEM.text], ["\n\n".join(PROBLEM.reference_steps)])[0]
+    local = prm.scored_steps([PROBLEM.text], ["\n\n".join(PROBLEM.reference_steps)])[0]
+    assert remote.spans == local.spans and remote.scores == pytest.approx(local.scores, abs=1e-5)
 
 
 @pytest.mark.slow
