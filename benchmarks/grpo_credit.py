@@ -16,7 +16,7 @@ after training, one sample per held-out *test* problem (T = 0.7) gives the accur
 right answers reached through a wrong step ("process hallucination", exact by the oracle).
 Everything goes to ``OUTPUT/grpo_credit.json`` and ``OUTPUT/grpo_credit.png``.
 
-Usage: python benchmarks/grpo_credit.py --prm PRM_FOLDER --output runs/grpo-credit --steps 20 --seeds 3
+Usage: python benchmarks/grpo_credit.py --prm PRM_FOLDER --output runs/grpo-credit [--steps 40] [--seeds 3]
 """
 
 from __future__ import annotations
@@ -220,14 +220,14 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prm", required=True)
     parser.add_argument("--output", default="runs/grpo-credit")
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
     parser.add_argument("--prompts", type=int, default=4, help="prompts per GRPO step")
     parser.add_argument("--generations", type=int, default=8, help="completions per prompt (the GRPO group)")
     parser.add_argument("--learning-rate", type=float, default=5e-5)
     parser.add_argument("--train-problems", type=int, default=400)
-    parser.add_argument("--test-problems", type=int, default=200)
+    parser.add_argument("--test-problems", type=int, default=300)
     parser.add_argument("--threads", type=int, default=2)
     result = main(parser.parse_args())
     print(json.dumps({"before": result["before"], "summary": result["summary"], "seconds": result["seconds"]}, indent=1))
