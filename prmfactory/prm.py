@@ -10,6 +10,8 @@ lineage) and a model card. Scorers are chosen by name from :data:`SCORERS`:
 
 Both read the scores at the positions :mod:`prmfactory.train.formats` computes, so training and
 every scorer agree on where a step's score is. A step cut off by the length limit scores NaN.
+Public PRM folders (Qwen2.5-Math-PRM, Math-Shepherd, RLHFlow) are scored with their own conventions
+by :mod:`prmfactory.prm_formats` behind the same class (``format=``).
 """
 
 from __future__ import annotations
@@ -226,12 +228,16 @@ SCORERS: dict[tuple[str, str], Callable[..., Any]] = {
 }
 
 
+def check_dtype(dtype: str) -> None:
+    if dtype not in SCORING_DTYPES:
+        raise UsageError(f"dtype {dtype!r}: not one of {', '.join(SCORING_DTYPES)}")
+
+
 def scorer_factory(kind: str, backend: str, dtype: str = "float32") -> Callable[..., Any]:
     """The scorer class for a PRM of ``kind`` on ``backend``; a UsageError for an unknown pair or dtype.
 
     Callable before the PRM exists (``prmfactory run --processbench`` checks its flags up front)."""
-    if dtype not in SCORING_DTYPES:
-        raise UsageError(f"dtype {dtype!r}: not one of {', '.join(SCORING_DTYPES)}")
+    check_dtype(dtype)
     factory = SCORERS.get((kind, backend))
     if factory is None:
         supported = ", ".join(b for k, b in SCORERS if k == kind)
@@ -257,8 +263,7 @@ class PRM:
         if format != OWN_FORMAT:
             if backend != "transformers":
                 raise UsageError(f"a {format} PRM is scored with backend transformers, not {backend!r}")
-            if options.get("dtype", "float32") not in SCORING_DTYPES:
-                scorer_factory("discriminative", backend, options["dtype"])  # its one-line dtype error
+            check_dtype(options.get("dtype", "float32"))
             scorer = PUBLIC_SCORERS[format](path, **options)
             return cls(path, scorer.meta, scorer, format)
         meta = PRMMeta.load(path)
