@@ -58,33 +58,27 @@ class OracleSteps:
         return scored
 
 
-def evaluate(model, tokenizer, problems, segmentation: str, seed: int, batch: int = 50) -> dict:
+def evaluate(model, tokenizer, problems, segmentation: str, seed: int) -> dict:
     """One sample per problem (T = 0.7): accuracy, and right answers whose steps hold an error."""
     import torch
 
     from prmfactory.steps import Segmenter
+    from prmfactory.toy.build import sample_texts
     from prmfactory.toy.oracle import final_answer_correct, first_error
 
     torch.manual_seed(seed)
-    segmenter, right, hallucinated, lengths = Segmenter(segmentation), 0, 0, []
+    segmenter, right, hallucinated = Segmenter(segmentation), 0, 0
     model.eval()
-    for start in range(0, len(problems), batch):
-        chunk = problems[start:start + batch]
-        prompts = [tokenizer.apply_chat_template([{"role": "user", "content": p.text}], tokenize=False,
-                                                 add_generation_prompt=True) for p in chunk]
-        encoded = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-        with torch.inference_mode():
-            out = model.generate(**encoded, do_sample=True, temperature=0.7, top_p=1.0, top_k=0, max_new_tokens=160,
-                                 pad_token_id=tokenizer.pad_token_id)
-        for problem, ids in zip(chunk, out[:, encoded["input_ids"].shape[1]:]):
-            steps = segmenter.split(tokenizer.decode(ids, skip_special_tokens=True))
-            lengths.append(int((ids != tokenizer.pad_token_id).sum()))
-            if final_answer_correct(problem, steps):
-                right += 1
-                hallucinated += first_error(problem, steps) != -1
+    samples = sample_texts(model, tokenizer, problems, max_new_tokens=160, batch_size=50, do_sample=True,
+                           temperature=0.7, top_p=1.0, top_k=0)
     model.train()
-    return {"accuracy": right / len(problems), "right": right,
-            "hallucination": hallucinated / right if right else 0.0, "mean_tokens": sum(lengths) / len(lengths)}
+    for problem, (text, _) in zip(problems, samples):
+        steps = segmenter.split(text)
+        if final_answer_correct(problem, steps):
+            right += 1
+            hallucinated += first_error(problem, steps) != -1
+    return {"accuracy": right / len(problems), "right": right, "hallucination": hallucinated / right if right else 0.0,
+            "mean_tokens": sum(length for _, length in samples) / len(samples)}
 
 
 def train(arm: str, seed: int, policy: str, prm, rows, args, output: Path) -> tuple[dict, object, object]:

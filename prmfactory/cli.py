@@ -293,6 +293,7 @@ def eval_processbench(
     from prmfactory.errors import UsageError
     from prmfactory.eval.processbench import (calibrated_metrics, evaluate_prm, load_splits, markdown_table, metrics,
                                               read_predictions, write_results)
+    from prmfactory.prm_formats import OWN_FORMAT
 
     if (prm is None) == (predictions is None):
         raise UsageError("give exactly one of --prm DIR or --predictions FILE")
@@ -308,7 +309,7 @@ def eval_processbench(
     if calibrate_on is not None:
         print(f"threshold {result['threshold']} chosen on {calibrate_on} (average F1 there "
               f"{result['calibration']['average_f1']}); the other splits reported with it"
-              + (f"; kept in {prm}/prm.json" if result.get("prm_format") == "prmfactory" else ""))
+              + (f"; kept in {prm}/prm.json" if result.get("prm_format") == OWN_FORMAT else ""))
     print(markdown_table(result), end="")
     print(f"results in {output}")
 
@@ -431,11 +432,9 @@ def serve(
         raise UsageError(f"--max-body-mb: must be above 0, got {max_body_mb}")
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         console.print(f"[yellow]warning:[/yellow] serving on {host} without --api-key: anyone who reaches it can use it")
-    if question_from not in ("prompt", "label"):
-        raise UsageError(f"--question-from: expected prompt or label, got {question_from!r}")
     from prmfactory.rl import OpenRLHFQueries
 
-    openrlhf = OpenRLHFQueries(policy_template, question_from)
+    openrlhf = OpenRLHFQueries(policy_template, question_from)  # checks --question-from before the PRM loads
     app_ = create_app(PRM.from_pretrained(prm, backend=backend, format=prm_format), api_key=api_key, max_body_bytes=int(max_body_mb * 1e6),
                       max_batch=max_batch, reward_aggregate=aggregate, threshold=threshold, openrlhf=openrlhf)
     uvicorn.run(app_, host=host, port=port, log_level="warning")

@@ -24,6 +24,7 @@ Usage::
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from trl import GRPOTrainer
@@ -73,6 +74,6 @@ class StepCreditGRPOTrainer(GRPOTrainer):
         mode = "train" if self.model.training else "eval"
         steps_per_completion = [len(s.spans) for s in scored]
         self._metrics[mode]["credit/steps_per_completion"].append(sum(steps_per_completion) / max(len(scored), 1))
-        known = [v for s in scored for v in s.scores if v == v]
+        known = [v for s in scored for v in s.scores if not math.isnan(v)]
         self._metrics[mode]["credit/mean_step_reward"].append(sum(known) / len(known) if known else 0.0)
         return output

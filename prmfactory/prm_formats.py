@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from prmfactory.errors import UsageError
+from prmfactory.prm import class_one_probability
 from prmfactory.prm_folder import META_FILE, PRMMeta
 from prmfactory.train.formats import EncodedSolution
 
@@ -137,7 +138,7 @@ class PublicFormatScorer:
         ids = encoding["input_ids"]
         positions = []
         for char in step_chars:
-            token = _token_at(encoding, char, f"{self.path}")
+            token = _token_at(encoding, char, str(self.path))
             if ids[token] != expected:
                 raise UsageError(f"{self.path}: the step separator at character {char} is tokenized as "
                                  f"{self.tokenizer.convert_ids_to_tokens(ids[token])!r}, not as the {self.name} "
@@ -183,10 +184,7 @@ class QwenMathPRM(PublicFormatScorer):
             offset += len(QWEN_STEP_SEPARATOR)
         return self._encoded(text, ends, self.separator_id, add_special_tokens=False)
 
-    def read(self, logits, positions: list[int]) -> list[float]:
-        from prmfactory.prm import class_one_probability
-
-        return class_one_probability(logits, positions)
+    read = staticmethod(class_one_probability)
 
 
 class _GoodBadScorer(PublicFormatScorer):

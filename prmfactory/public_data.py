@@ -111,7 +111,8 @@ def _completion_text(completion: Any, what: str) -> str:
 def prm800k(record: dict[str, Any], options: dict[str, Any]) -> Mapped:
     question = record.get("question") if isinstance(record.get("question"), dict) else {}
     prompt = _text_field(question, "problem")
-    steps = (record.get("label") or {}).get("steps") if isinstance(record.get("label"), dict) else None
+    label = record.get("label")
+    steps = label.get("steps") if isinstance(label, dict) else None
     if not isinstance(steps, list):
         raise Rejected("missing_field", "field 'label.steps': missing or not a list")
     mapped: Mapped = []

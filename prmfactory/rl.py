@@ -37,9 +37,12 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import os
 from pathlib import Path
 from typing import Any, Optional, Sequence
+
+from prmfactory.errors import UsageError
 
 logger = logging.getLogger("prmfactory.rl")
 
@@ -148,7 +151,7 @@ def dense_step_rewards(source, tokenizer, problems: Sequence[str], response_ids:
         owners = token_steps(token_char_ends(tokenizer, ids), scored.spans)
         for position, owner in enumerate(owners):
             last_of_step = position + 1 == len(owners) or owners[position + 1] != owner
-            if last_of_step and owner < len(scored.scores) and scored.scores[owner] == scored.scores[owner]:
+            if last_of_step and owner < len(scored.scores) and not math.isnan(scored.scores[owner]):
                 rewards[position] = scored.scores[owner]
         dense.append(rewards)
     return dense
@@ -204,7 +207,7 @@ class OpenRLHFQueries:
 
     def __init__(self, policy_template: Optional[str] = None, question_from: str = "prompt"):
         if question_from not in ("prompt", "label"):
-            raise ValueError(f"question_from {question_from!r}: expected prompt or label")
+            raise UsageError(f"--question-from: expected prompt or label, got {question_from!r}")
         self.question_from = question_from
         self.head = self.tail = ""
         self.special: list[str] = []

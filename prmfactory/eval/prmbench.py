@@ -23,7 +23,7 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Iterator, Mapping, Optional, Sequence
+from typing import Annotated, Any, Mapping, Optional, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -291,8 +291,7 @@ def _cell(value: Any) -> str:
 def markdown_table(result: Mapping[str, Any]) -> str:
     lines = ["| category | samples | steps | F1 | negative F1 | PRMScore | first-error acc |",
              "|---|---:|---:|---:|---:|---:|---:|"]
-    rows: Iterator[tuple[str, Mapping[str, Any]]] = iter([*result["categories"].items(), ("**overall**", result["overall"])])
-    for name, m in rows:
+    for name, m in [*result["categories"].items(), ("**overall**", result["overall"])]:
         lines.append(f"| {name} | {m['samples']} | {m['steps']} | {_cell(m['f1'])} | {_cell(m['negative_f1'])} | "
                      f"{_cell(m['prm_score'])} | {_cell(m['first_error_acc'])} |")
     return "\n".join(lines) + "\n"

@@ -256,13 +256,12 @@ def create_app(prm: PRM, *, api_key: Optional[str] = None, max_body_bytes: int =
     @app.post("/get_reward", response_model=RewardResponse)
     async def get_reward(request: RewardRequest) -> RewardResponse:
         prompts = request.prompts or [""] * len(request.query)
-        labels = request.labels or [None] * len(request.query)
-        if len(prompts) != len(request.query) or len(labels) != len(request.query):
-            field = "prompts" if len(prompts) != len(request.query) else "labels"
-            raise RequestValidationError([{"loc": ("body", field), "msg": "needs one entry per query",
-                                           "type": "value_error"}])
+        for field, given in (("prompts", prompts), ("labels", request.labels)):
+            if given is not None and len(given) != len(request.query):
+                raise RequestValidationError([{"loc": ("body", field), "msg": "needs one entry per query",
+                                               "type": "value_error"}])
         try:
-            problems, responses, matched = openrlhf.split(request.query, prompts, labels)
+            problems, responses, matched = openrlhf.split(request.query, prompts, request.labels or ())
         except ValueError as exc:
             raise RequestValidationError([{"loc": ("body", "labels"), "msg": str(exc), "type": "value_error"}])
         items = [(problem, prm.split(response)) for problem, response in zip(problems, responses)]

@@ -177,6 +177,28 @@ def build_base(config: ToyBuildConfig, policy_dir: Path, output: Path) -> dict[s
     return {"examples": len(examples), **stats}
 
 
+def sample_texts(model, tokenizer, problems: Sequence[ToyProblem], *, max_new_tokens: int, batch_size: int = 64,
+                 **sampling: Any) -> list[tuple[str, int]]:
+    """Each problem's sampled solution text and its length in tokens (end-of-sequence included), from a
+    policy in memory: batched, left-padded ``generate`` on the chat-templated problems; ``sampling``
+    goes to ``generate`` as it is (``do_sample``, ``temperature``, ...)."""
+    import torch
+
+    tokenizer.padding_side = "left"
+    results: list[tuple[str, int]] = []
+    for start in range(0, len(problems), batch_size):
+        chunk = problems[start:start + batch_size]
+        prompts = [tokenizer.apply_chat_template([{"role": "user", "content": p.text}], tokenize=False,
+                                                 add_generation_prompt=True) for p in chunk]
+        batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        with torch.inference_mode():
+            out = model.generate(**batch, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                                 **sampling)
+        for row in out[:, batch["input_ids"].shape[1]:]:
+            results.append((tokenizer.decode(row, skip_special_tokens=True), int((row != tokenizer.pad_token_id).sum())))
+    return results
+
+
 def sample_solutions(model_dir: Path, problems: list[ToyProblem], *, temperature: float, seed: int,
                      max_new_tokens: int = 200, batch_size: int = 64) -> list[list[str]]:
     """The policy's solutions (as steps), sampled with transformers' generate."""
@@ -185,21 +207,10 @@ def sample_solutions(model_dir: Path, problems: list[ToyProblem], *, temperature
 
     torch.manual_seed(seed)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    tokenizer.padding_side = "left"
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
-    results: list[list[str]] = []
-    for start in range(0, len(problems), batch_size):
-        chunk = problems[start:start + batch_size]
-        prompts = [tokenizer.apply_chat_template([{"role": "user", "content": p.text}], tokenize=False,
-                                                 add_generation_prompt=True) for p in chunk]
-        batch = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-        with torch.no_grad():
-            out = model.generate(**batch, do_sample=temperature > 0, temperature=temperature or None,
-                                 max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id)
-        for row in out[:, batch["input_ids"].shape[1]:]:
-            text = tokenizer.decode(row, skip_special_tokens=True)
-            results.append([s.strip() for s in text.split("\n\n") if s.strip()])
-    return results
+    texts = sample_texts(model, tokenizer, problems, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                         do_sample=temperature > 0, temperature=temperature or None)
+    return [[s.strip() for s in text.split("\n\n") if s.strip()] for text, _ in texts]
 
 
 def build_judge(config: ToyBuildConfig, policy_dir: Path, output: Path) -> dict[str, Any]:
