@@ -85,7 +85,7 @@ def _markdown(report: dict[str, Any]) -> str:
     head = report["headline"]
     lines = ["# prmfactory demo", "",
              f"{head['train_problems']} toy problems searched (OmegaPRM, toy policy), verified (sympy) and labelled; a "
-             f"discriminative PRM trained on the `{head['rule']}` labels; everything offline. No judge: the toy judge "
+             f"discriminative PRM (a probe on the frozen numerate toy base, `toy-base`) trained on the `{head['rule']}` labels; everything offline. No judge: the toy judge "
              "is worse than always answering \"no error\" (BENCHMARKS.md).", "",
              *_goals_table(report), "",
              "## Step labels against the oracle", "", "![labels](labels.png)", "",

@@ -71,7 +71,8 @@ def _nan_padded(scores: list[float], total: int) -> list[float]:
 
 
 class DiscriminativeTransformers:
-    """Token-classification PRM in process: P(class 1) at each step's label position."""
+    """Discriminative PRM in process: P(class 1) at each step's label position (``token`` head), or
+    the probe's pooled step score on the frozen base (``probe`` head, :mod:`prmfactory.likelihood_probe`)."""
 
     def __init__(self, path: Path, meta: PRMMeta, batch_size: int = 16, dtype: str = "float32"):
         import torch
@@ -81,27 +82,34 @@ class DiscriminativeTransformers:
 
         tokenizer = AutoTokenizer.from_pretrained(path)
         self.encoder = StepEncoder(tokenizer, Segmenter(meta.segmentation).separator, meta.max_length)
-        self.model = AutoModelForTokenClassification.from_pretrained(path, dtype=getattr(torch, dtype)).eval()
+        if meta.head == "probe":
+            from prmfactory.likelihood_probe import LikelihoodProbe, probe_step_scores
+
+            self.model, self.read = LikelihoodProbe.from_pretrained(path, dtype=getattr(torch, dtype)), probe_step_scores
+        else:
+            self.model = AutoModelForTokenClassification.from_pretrained(path, dtype=getattr(torch, dtype))
+            self.read = class_one_probability
+        self.model.eval()
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.batch_size = batch_size
 
     def score_batch(self, items: Sequence[Item]) -> list[list[float]]:
         return score_encoded(self.model, [self.encoder.encode(problem, steps) for problem, steps in items],
-                             self.pad_id, self.batch_size, class_one_probability)
+                             self.pad_id, self.batch_size, self.read)
 
 
-def class_one_probability(logits, positions: list[int]) -> list[float]:
-    """P(class 1) of a two-class token head at ``positions`` (class 1: the step is correct)."""
+def class_one_probability(logits, item: "EncodedSolution") -> list[float]:
+    """P(class 1) of a two-class token head at the item's label positions (class 1: the step is correct)."""
     import torch
 
-    return torch.softmax(logits[positions].float(), dim=-1)[:, 1].tolist()
+    return torch.softmax(logits[item.label_positions].float(), dim=-1)[:, 1].tolist()
 
 
 def score_encoded(model, encoded: Sequence["EncodedSolution"], pad_id: int, batch_size: int,
-                  read: Callable[[Any, list[int]], list[float]]) -> list[list[float]]:
+                  read: Callable[[Any, "EncodedSolution"], list[float]]) -> list[list[float]]:
     """Step scores of encoded solutions: right-padded batches of similar length through ``model``;
-    ``read(logits_of_one_row, positions)`` gives a row's scores at its step positions (NaN for a
-    step cut off by the length limit). Shared by every in-process discriminative scorer."""
+    ``read(logits_of_one_row, item)`` gives a row's scores for its kept steps (NaN for a step cut
+    off by the length limit). Shared by every in-process discriminative scorer."""
     import torch
 
     from prmfactory.train.discriminative import PadCollator
@@ -116,7 +124,7 @@ def score_encoded(model, encoded: Sequence["EncodedSolution"], pad_id: int, batc
             logits = model(**batch).logits
         for row, index in enumerate(chunk):
             item = encoded[index]
-            scores = read(logits[row], item.label_positions) if item.label_positions else []
+            scores = read(logits[row], item) if item.label_positions else []
             results[index] = _nan_padded(scores, item.steps_total)
     return results
 
@@ -127,6 +135,9 @@ class DiscriminativeVllm:
     def __init__(self, path: Path, meta: PRMMeta, kv_cache_gib: float = 0.5, dtype: str = "float32"):
         from transformers import AutoTokenizer
 
+        if meta.head == "probe":
+            raise UsageError(f"{path}: a PRM with the probe head is scored with backend transformers: vLLM's "
+                             "pooling runner has no head that reads the base's token log-likelihoods")
         import prmfactory.engines.vllm  # noqa: F401  (sets vLLM's log level and stream before vllm loads)
         from vllm import LLM
 

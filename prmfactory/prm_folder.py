@@ -22,6 +22,7 @@ class PRMMeta:
     """What ``prm.json`` records about a trained PRM."""
 
     kind: Literal["discriminative", "generative"]
+    head: str = "token"  # discriminative: "token" (classifier at each separator) or "probe" (prmfactory.likelihood_probe)
     segmentation: str = "blank_line"
     max_length: int = 1024
     base: str = ""

@@ -190,10 +190,10 @@ class QwenMathPRM(PublicFormatScorer):
 class _GoodBadScorer(PublicFormatScorer):
     """Causal-LM PRMs that answer "+" or "-": P("+") against P("-") at the scored positions."""
 
-    def read(self, logits, positions: list[int]) -> list[float]:
+    def read(self, logits, item: EncodedSolution) -> list[float]:
         import torch
 
-        return torch.softmax(logits[positions][:, self.candidates].float(), dim=-1)[:, 0].tolist()
+        return torch.softmax(logits[item.label_positions][:, self.candidates].float(), dim=-1)[:, 0].tolist()
 
 
 class MathShepherdPRM(_GoodBadScorer):

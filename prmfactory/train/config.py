@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, Optional
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from prmfactory.config import StageConfig, runtime_field
 from prmfactory.steps import SegmentationName
@@ -15,6 +15,10 @@ class TrainPrmConfig(StageConfig):
 
     kind: Literal["discriminative", "generative"] = Field("discriminative", description="Token-classification head or critique generator.")
     base: str = Field("toy", description="Base model id or local path (`toy` for the toy policy).")
+    head: Literal["token", "probe"] = Field(
+        "token", description="Discriminative: `token` trains the whole model with a classifier read at each step's "
+                             "separator; `probe` keeps the base frozen and trains a probe on its hidden states and "
+                             "token log-likelihoods, pooled over each step (prmfactory/likelihood_probe.py).")
     soft_labels: bool = Field(False, description="Discriminative: BCE on the MC value (`soft_labels`) instead of hard labels.")
     last_step_only: bool = Field(False, description="Discriminative: train on the last kept step's label only.")
     segmentation: Optional[SegmentationName] = Field(
@@ -31,3 +35,11 @@ class TrainPrmConfig(StageConfig):
     training_args: dict[str, Any] = Field(default_factory=dict, description="Further transformers TrainingArguments, passed as is.")
     threads: Optional[int] = runtime_field(None, "torch threads (default: torch's choice).", ge=1)
     quiet: bool = runtime_field(False, "No progress bar.")
+
+    @model_validator(mode="after")
+    def _probe_fits(self) -> "TrainPrmConfig":
+        if self.head == "probe" and self.kind != "discriminative":
+            raise ValueError("head 'probe' is a discriminative head; a generative PRM has none")
+        if self.head == "probe" and self.lora_r:
+            raise ValueError("head 'probe' keeps the base frozen; lora_r must be 0")
+        return self

@@ -8,7 +8,9 @@ accepts TRL's stepwise format ``{prompt, completions, labels}`` as is.
 Loss: cross-entropy against a soft target at each labelled position, ``-(t log p1 + (1-t) log p0)``.
 With hard labels (t ∈ {0, 1}) this is ordinary cross-entropy; with soft labels (t = the MC value)
 it is the BCE of the Math-Shepherd / OmegaPRM soft-label recipe. The score of a step is the
-softmax probability of class 1 at its label position (the Qwen2.5-Math-PRM convention).
+softmax probability of class 1 at its label position (the Qwen2.5-Math-PRM convention). With the
+``probe`` head (:mod:`prmfactory.likelihood_probe`) the same targets train the probe's pooled step
+logits instead, by BCE; only the probe's weights change.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class PRMConfig(TrainingArguments):
     step_separator: str = field(default="\n\n", metadata={"help": "Text after each step; its last token carries the step's label."})
     soft_labels: bool = field(default=False, metadata={"help": "Train on the `soft_labels` column (MC values) instead of `labels`."})
     train_on_last_step_only: bool = field(default=False, metadata={"help": "Use only the last kept step's label."})
+    head: str = field(default="token", metadata={"help": "`token` (classifier at each separator) or `probe` (frozen base, pooled probe)."})
 
 
 def step_loss(logits, labels):
@@ -41,13 +44,31 @@ def step_loss(logits, labels):
     return -(target * log_probs[:, 1] + (1 - target) * log_probs[:, 0]).mean()
 
 
+def probe_loss(margins, labels, prompt_lengths):
+    """BCE of the probe's step logits against the soft targets; a step's tokens run from the end of
+    the one before (or of the prompt) through its label position."""
+    import torch
+
+    from prmfactory.likelihood_probe import step_logits
+
+    logits, targets = [], []
+    for row, start in zip(range(len(labels)), prompt_lengths.tolist()):
+        positions = (labels[row] != IGNORE_INDEX).nonzero().flatten().tolist()
+        if not positions:
+            continue
+        starts = [start] + [p + 1 for p in positions[:-1]]
+        logits.append(step_logits(margins[row], list(zip(starts, [p + 1 for p in positions]))))
+        targets.append(labels[row, positions].float())
+    return torch.nn.functional.binary_cross_entropy_with_logits(torch.cat(logits), torch.cat(targets))
+
+
 def tokenize_stepwise(dataset, encoder: StepEncoder, *, soft_labels: bool, last_step_only: bool):
     """TRL stepwise rows → ``input_ids`` and per-token targets; returns the dataset and truncation counts."""
     column = "soft_labels" if soft_labels else "labels"
     if column not in dataset.column_names:
         raise ValueError(f"the training data has no {column!r} column")
     counts = {"rows": len(dataset), "rows_truncated": 0, "rows_dropped_too_long": 0, "steps_dropped": 0}
-    rows: dict[str, list[Any]] = {"input_ids": [], "labels": []}
+    rows: dict[str, list[Any]] = {"input_ids": [], "labels": [], "prompt_length": []}
     for prompt, completions, targets in zip(dataset["prompt"], dataset["completions"], dataset[column]):
         encoded = encoder.encode(prompt, completions)
         counts["steps_dropped"] += encoded.steps_total - encoded.steps_kept
@@ -56,6 +77,7 @@ def tokenize_stepwise(dataset, encoder: StepEncoder, *, soft_labels: bool, last_
             continue
         counts["rows_truncated"] += encoded.truncated
         rows["input_ids"].append(encoded.input_ids)
+        rows["prompt_length"].append(encoded.prompt_length)
         rows["labels"].append(encoder.labelled(encoded, [float(t) for t in targets], last_step_only))
     from datasets import Dataset
 
@@ -63,7 +85,8 @@ def tokenize_stepwise(dataset, encoder: StepEncoder, *, soft_labels: bool, last_
 
 
 class PadCollator:
-    """Right-pads ``input_ids`` (pad id) and ``labels`` (IGNORE_INDEX) and builds the attention mask."""
+    """Right-pads ``input_ids`` (pad id) and ``labels`` (IGNORE_INDEX), builds the attention mask and
+    passes ``prompt_length`` on."""
 
     def __init__(self, pad_id: int):
         self.pad_id = pad_id
@@ -78,11 +101,14 @@ class PadCollator:
         if "labels" in features[0]:
             batch["labels"] = torch.tensor([f["labels"] + [float(IGNORE_INDEX)] * (width - len(f["labels"]))
                                             for f in features])
+        if "prompt_length" in features[0]:
+            batch["prompt_length"] = torch.tensor([f["prompt_length"] for f in features])
         return batch
 
 
 class PRMTrainer(Trainer):
-    """Trains a token-classification PRM on TRL's stepwise format (hard or soft labels)."""
+    """Trains a discriminative PRM (token head, or the probe on a frozen base) on TRL's stepwise format
+    (hard or soft labels)."""
 
     def __init__(self, model, args: PRMConfig, train_dataset, processing_class, **kwargs):
         encoder = StepEncoder(processing_class, args.step_separator, args.max_length)
@@ -95,7 +121,10 @@ class PRMTrainer(Trainer):
                          data_collator=PadCollator(pad_id), **kwargs)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        labels = inputs.pop("labels")
+        labels, prompt_lengths = inputs.pop("labels"), inputs.pop("prompt_length")
         outputs = model(**inputs)
-        loss = step_loss(outputs.logits, labels)
+        if self.args.head == "probe":
+            loss = probe_loss(outputs.logits, labels, prompt_lengths)
+        else:
+            loss = step_loss(outputs.logits, labels)
         return (loss, outputs) if return_outputs else loss

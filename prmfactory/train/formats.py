@@ -28,6 +28,13 @@ class EncodedSolution:
     input_ids: list[int]
     label_positions: list[int]
     steps_total: int
+    prompt_length: int = 0  # where the first step begins
+
+    @property
+    def step_spans(self) -> list[tuple[int, int]]:
+        """Each kept step's tokens, ``[start, end)``: its text and the separator after it."""
+        starts = [self.prompt_length] + [p + 1 for p in self.label_positions[:-1]]
+        return list(zip(starts, [p + 1 for p in self.label_positions]))
 
     @property
     def steps_kept(self) -> int:
@@ -51,6 +58,7 @@ class StepEncoder:
 
     def encode(self, problem: str, steps: Sequence[str]) -> EncodedSolution:
         ids = prompt_token_ids(self.tokenizer, Prompt(chat_messages(problem, None)))
+        prompt_length = len(ids)
         positions: list[int] = []
         if len(ids) < self.max_length:
             for step in steps:
@@ -59,7 +67,7 @@ class StepEncoder:
                     break
                 ids += piece
                 positions.append(len(ids) - 1)
-        return EncodedSolution(ids if positions else ids[: self.max_length], positions, len(steps))
+        return EncodedSolution(ids if positions else ids[: self.max_length], positions, len(steps), prompt_length)
 
     def labelled(self, encoded: EncodedSolution, targets: Sequence[float], last_step_only: bool = False) -> list[float]:
         """Per-token targets: the step's target at its label position, IGNORE_INDEX elsewhere."""

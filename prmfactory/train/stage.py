@@ -136,7 +136,12 @@ def _train_discriminative(config: TrainPrmConfig, data: TrainingData, base: str,
     from prmfactory.train.discriminative import PRMConfig, PRMTrainer
 
     tokenizer = AutoTokenizer.from_pretrained(base)
-    model = AutoModelForTokenClassification.from_pretrained(base, num_labels=2)
+    if config.head == "probe":
+        from prmfactory.likelihood_probe import LikelihoodProbe
+
+        model = LikelihoodProbe.from_pretrained(base)
+    else:
+        model = AutoModelForTokenClassification.from_pretrained(base, num_labels=2)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     columns = {c: [r.get(c) for r in data.rows] for c in ("prompt", "completions", "labels", "soft_labels")}
@@ -144,7 +149,8 @@ def _train_discriminative(config: TrainPrmConfig, data: TrainingData, base: str,
         raise UsageError("--soft-labels: the training data has rows without soft_labels")
     args = _training_arguments(config, output, PRMConfig, max_length=config.max_length,
                                step_separator=Segmenter(data.segmentation).separator, soft_labels=config.soft_labels,
-                               train_on_last_step_only=config.last_step_only)
+                               train_on_last_step_only=config.last_step_only, head=config.head,
+                               remove_unused_columns=False)  # prompt_length is the loss's, not the model's
     trainer = PRMTrainer(_with_lora(model, config, "TOKEN_CLS"), args, Dataset.from_dict(columns), tokenizer,
                          callbacks=callbacks)
     return trainer, tokenizer, trainer.data_counts
@@ -295,7 +301,7 @@ def train(config: TrainPrmConfig, data: TrainingData, data_path: Path, output: P
                 "first_logged_loss": losses[0] if losses else None, "last_logged_loss": losses[-1] if losses else None,
                 "seconds": round(time.monotonic() - started, 1), "data": counts}
     log.info("done: %s", json.dumps(training))
-    meta = PRMMeta(kind=config.kind, segmentation=data.segmentation, max_length=config.max_length, base=config.base,
+    meta = PRMMeta(kind=config.kind, head=config.head, segmentation=data.segmentation, max_length=config.max_length, base=config.base,
                    lineage=data.lineage, hyperparameters=config.output_affecting(), training=training)
     meta.save(output)
     write_model_card(output, meta)

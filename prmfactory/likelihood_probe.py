@@ -1,0 +1,91 @@
+"""The ``probe`` head of a discriminative PRM: what the frozen base model already knows, read per step.
+
+Each token t of a step gets a margin ``z_t = a(h_t) + softplus(b(h_t)) · log p(x_t | x_<t)``: ``h_t`` is
+the base's last hidden state, ``(a, b)`` one linear layer — the only trained weights — and the
+log-likelihood is the base's own next-token probability of the token that was written. A step's
+logit is the soft minimum ``−log Σ_t exp(−z_t)`` over its tokens (its text and the separator after
+it), so one token the base finds implausible can make the step wrong, and the gate ``b`` learns
+which tokens count (on arithmetic, the written results). The score is ``sigmoid(step logit)``.
+
+Why: a small model fine-tuned as a token classifier read at the separator learns the label prior
+and little more (toy domain, BENCHMARKS.md "What limits the toy PRM"), while its base predicts the
+right results: the base's surprise at the written result alone separates right from wrong steps.
+The base stays frozen, so training costs one forward pass per row and cannot erode that knowledge.
+
+References: probing a frozen LM's hidden states for truthfulness (Azaria & Mitchell 2023,
+arXiv:2304.13734); token log-likelihoods of the policy as process rewards (implicit PRM, Yuan et
+al. 2024, arXiv:2412.01981). Written by hand: no library has this head.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+import torch
+from torch import nn
+from transformers.modeling_outputs import TokenClassifierOutput
+
+if TYPE_CHECKING:
+    from prmfactory.train.formats import EncodedSolution
+
+PROBE_FILE = "probe.safetensors"  # the head's weights, beside the base's own files
+
+
+class LikelihoodProbe(nn.Module):
+    """A frozen causal LM and the probe: ``forward`` gives each token's margin ``z_t`` as ``logits`` (B, T)."""
+
+    def __init__(self, lm):
+        super().__init__()
+        self.lm = lm.requires_grad_(False).eval()
+        self.head = nn.Linear(lm.config.hidden_size, 2, dtype=torch.float32)
+        nn.init.zeros_(self.head.weight)
+        # At the start every token passes (a = 4), so a step's margin begins near 4 − log(tokens) > 0.
+        with torch.no_grad():
+            self.head.bias.copy_(torch.tensor([4.0, 0.0]))
+
+    @property
+    def config(self):
+        return self.lm.config
+
+    def train(self, mode: bool = True) -> "LikelihoodProbe":
+        super().train(mode)
+        self.lm.eval()  # frozen: no dropout, whatever the trainer sets
+        return self
+
+    def forward(self, input_ids, attention_mask=None, **kwargs) -> TokenClassifierOutput:
+        with torch.no_grad():
+            out = self.lm(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
+            log_probs = torch.log_softmax(out.logits.float(), dim=-1)
+            written = torch.zeros(input_ids.shape, dtype=torch.float32, device=input_ids.device)
+            written[:, 1:] = log_probs[:, :-1].gather(-1, input_ids[:, 1:, None]).squeeze(-1)
+            hidden = out.hidden_states[-1].float()
+        bias, gate = self.head(hidden).unbind(-1)
+        return TokenClassifierOutput(logits=bias + nn.functional.softplus(gate) * written)
+
+    def save_pretrained(self, path: str | Path) -> None:
+        from safetensors.torch import save_file
+
+        self.lm.save_pretrained(path)
+        save_file({k: v.contiguous() for k, v in self.head.state_dict().items()}, str(Path(path) / PROBE_FILE))
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, dtype=torch.float32) -> "LikelihoodProbe":
+        """The base from ``path``, with the trained head when ``path`` holds one (a PRM folder)."""
+        from safetensors.torch import load_file
+        from transformers import AutoModelForCausalLM
+
+        probe = cls(AutoModelForCausalLM.from_pretrained(path, dtype=dtype))
+        if (Path(path) / PROBE_FILE).is_file():
+            probe.head.load_state_dict(load_file(str(Path(path) / PROBE_FILE)))
+        return probe
+
+
+def step_logits(margins: torch.Tensor, spans: Sequence[tuple[int, int]]) -> torch.Tensor:
+    """Each step's logit: the soft minimum of its tokens' margins (``margins``: one row, (T,))."""
+    return torch.stack([-torch.logsumexp(-margins[start:end], dim=0) for start, end in spans])
+
+
+def probe_step_scores(margins: torch.Tensor, item: "EncodedSolution") -> list[float]:
+    """P(step is correct) for each kept step of one encoded solution."""
+    return torch.sigmoid(step_logits(margins.float(), item.step_spans)).tolist()
