@@ -51,6 +51,25 @@ def test_a_step_is_as_wrong_as_its_least_plausible_token():
     assert logits[1] < -3.0 < 4.0 < logits[0] < 5.0
 
 
+def test_probe_loss_pools_each_labelled_step_alone_also_when_only_the_last_is_labelled():
+    import torch
+
+    from prmfactory.likelihood_probe import step_logits
+    from prmfactory.train.discriminative import probe_loss
+    from prmfactory.train.formats import IGNORE_INDEX
+
+    margins = torch.tensor([[9.0, 9.0, 2.0, -1.0, 3.0, 0.5, 4.0, 0.0]])
+    positions, prompt_length = torch.tensor([[3, 5, -1]]), torch.tensor([1])  # steps [1, 4) and [4, 6); one pad
+    labels = torch.full((1, 8), float(IGNORE_INDEX))
+    labels[0, 5] = 1.0  # last step only
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(step_logits(margins[0], [(4, 6)]), torch.ones(1))
+    assert torch.allclose(probe_loss(margins, labels, prompt_length, positions), expected)
+    labels[0, 3] = 0.0
+    both = torch.nn.functional.binary_cross_entropy_with_logits(step_logits(margins[0], [(1, 4), (4, 6)]),
+                                                                torch.tensor([0.0, 1.0]))
+    assert torch.allclose(probe_loss(margins, labels, prompt_length, positions), both)
+
+
 def test_probe_refuses_what_it_cannot_do():
     from pydantic import ValidationError
 

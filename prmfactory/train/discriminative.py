@@ -20,7 +20,7 @@ from typing import Any
 
 from transformers import Trainer, TrainingArguments
 
-from prmfactory.train.formats import IGNORE_INDEX, StepEncoder
+from prmfactory.train.formats import IGNORE_INDEX, StepEncoder, step_spans
 
 
 @dataclass
@@ -44,21 +44,21 @@ def step_loss(logits, labels):
     return -(target * log_probs[:, 1] + (1 - target) * log_probs[:, 0]).mean()
 
 
-def probe_loss(margins, labels, prompt_lengths):
-    """BCE of the probe's step logits against the soft targets; a step's tokens run from the end of
-    the one before (or of the prompt) through its label position."""
+def probe_loss(margins, labels, prompt_lengths, label_positions):
+    """BCE of the probe's step logits against the soft targets of the labelled steps; a step's tokens
+    are :func:`~prmfactory.train.formats.step_spans` of all its row's steps (``label_positions``,
+    padded with −1), so training on the last step only pools that step alone, as scoring does."""
     import torch
 
     from prmfactory.likelihood_probe import step_logits
 
     logits, targets = [], []
-    for row, start in zip(range(len(labels)), prompt_lengths.tolist()):
-        positions = (labels[row] != IGNORE_INDEX).nonzero().flatten().tolist()
-        if not positions:
-            continue
-        starts = [start] + [p + 1 for p in positions[:-1]]
-        logits.append(step_logits(margins[row], list(zip(starts, [p + 1 for p in positions]))))
-        targets.append(labels[row, positions].float())
+    for row, start in enumerate(prompt_lengths.tolist()):
+        positions = [p for p in label_positions[row].tolist() if p >= 0]
+        labelled = [(span, p) for span, p in zip(step_spans(start, positions), positions) if labels[row, p] != IGNORE_INDEX]
+        if labelled:
+            logits.append(step_logits(margins[row], [span for span, _ in labelled]))
+            targets.append(labels[row, [p for _, p in labelled]].float())
     return torch.nn.functional.binary_cross_entropy_with_logits(torch.cat(logits), torch.cat(targets))
 
 
@@ -68,7 +68,7 @@ def tokenize_stepwise(dataset, encoder: StepEncoder, *, soft_labels: bool, last_
     if column not in dataset.column_names:
         raise ValueError(f"the training data has no {column!r} column")
     counts = {"rows": len(dataset), "rows_truncated": 0, "rows_dropped_too_long": 0, "steps_dropped": 0}
-    rows: dict[str, list[Any]] = {"input_ids": [], "labels": [], "prompt_length": []}
+    rows: dict[str, list[Any]] = {"input_ids": [], "labels": [], "prompt_length": [], "label_positions": []}
     for prompt, completions, targets in zip(dataset["prompt"], dataset["completions"], dataset[column]):
         encoded = encoder.encode(prompt, completions)
         counts["steps_dropped"] += encoded.steps_total - encoded.steps_kept
@@ -78,6 +78,7 @@ def tokenize_stepwise(dataset, encoder: StepEncoder, *, soft_labels: bool, last_
         counts["rows_truncated"] += encoded.truncated
         rows["input_ids"].append(encoded.input_ids)
         rows["prompt_length"].append(encoded.prompt_length)
+        rows["label_positions"].append(encoded.label_positions)
         rows["labels"].append(encoder.labelled(encoded, [float(t) for t in targets], last_step_only))
     from datasets import Dataset
 
@@ -85,8 +86,8 @@ def tokenize_stepwise(dataset, encoder: StepEncoder, *, soft_labels: bool, last_
 
 
 class PadCollator:
-    """Right-pads ``input_ids`` (pad id) and ``labels`` (IGNORE_INDEX), builds the attention mask and
-    passes ``prompt_length`` on."""
+    """Right-pads ``input_ids`` (pad id), ``labels`` (IGNORE_INDEX) and ``label_positions`` (−1), builds
+    the attention mask and passes ``prompt_length`` on (the last two are the probe's step spans)."""
 
     def __init__(self, pad_id: int):
         self.pad_id = pad_id
@@ -102,7 +103,10 @@ class PadCollator:
             batch["labels"] = torch.tensor([f["labels"] + [float(IGNORE_INDEX)] * (width - len(f["labels"]))
                                             for f in features])
         if "prompt_length" in features[0]:
+            steps = max(len(f["label_positions"]) for f in features)
             batch["prompt_length"] = torch.tensor([f["prompt_length"] for f in features])
+            batch["label_positions"] = torch.tensor([f["label_positions"] + [-1] * (steps - len(f["label_positions"]))
+                                                     for f in features])
         return batch
 
 
@@ -121,10 +125,10 @@ class PRMTrainer(Trainer):
                          data_collator=PadCollator(pad_id), **kwargs)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        labels, prompt_lengths = inputs.pop("labels"), inputs.pop("prompt_length")
+        labels, prompt_lengths, positions = inputs.pop("labels"), inputs.pop("prompt_length"), inputs.pop("label_positions")
         outputs = model(**inputs)
         if self.args.head == "probe":
-            loss = probe_loss(outputs.logits, labels, prompt_lengths)
+            loss = probe_loss(outputs.logits, labels, prompt_lengths, positions)
         else:
             loss = step_loss(outputs.logits, labels)
         return (loss, outputs) if return_outputs else loss

@@ -32,9 +32,7 @@ class EncodedSolution:
 
     @property
     def step_spans(self) -> list[tuple[int, int]]:
-        """Each kept step's tokens, ``[start, end)``: its text and the separator after it."""
-        starts = [self.prompt_length] + [p + 1 for p in self.label_positions[:-1]]
-        return list(zip(starts, [p + 1 for p in self.label_positions]))
+        return step_spans(self.prompt_length, self.label_positions)
 
     @property
     def steps_kept(self) -> int:
@@ -43,6 +41,13 @@ class EncodedSolution:
     @property
     def truncated(self) -> bool:
         return self.steps_kept < self.steps_total
+
+
+def step_spans(prompt_length: int, label_positions: Sequence[int]) -> list[tuple[int, int]]:
+    """Each kept step's tokens, ``[start, end)``: its text and the separator after it (the first step
+    starts where the prompt ends, each later one after the label position of the step before)."""
+    starts = [prompt_length] + [p + 1 for p in label_positions[:-1]]
+    return list(zip(starts, [p + 1 for p in label_positions]))
 
 
 class StepEncoder:

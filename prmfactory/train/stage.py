@@ -150,7 +150,7 @@ def _train_discriminative(config: TrainPrmConfig, data: TrainingData, base: str,
     args = _training_arguments(config, output, PRMConfig, max_length=config.max_length,
                                step_separator=Segmenter(data.segmentation).separator, soft_labels=config.soft_labels,
                                train_on_last_step_only=config.last_step_only, head=config.head,
-                               remove_unused_columns=False)  # prompt_length is the loss's, not the model's
+                               remove_unused_columns=False)  # the step spans are the loss's, not the model's
     trainer = PRMTrainer(_with_lora(model, config, "TOKEN_CLS"), args, Dataset.from_dict(columns), tokenizer,
                          callbacks=callbacks)
     return trainer, tokenizer, trainer.data_counts
