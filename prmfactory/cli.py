@@ -527,13 +527,15 @@ def run_pipeline(
 def demo(
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the run, the PRM, the evaluations and the report.")] = Path("runs/demo"),
     quick: Annotated[bool, typer.Option(help="A reduced setting (a dozen problems) that checks the whole path in a few minutes.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Rerun every stage, replacing outputs made with another "
+                                                        "config (e.g. by an older pipelines/demo.yaml).")] = False,
     quiet: opt.QuietOpt = False,
 ) -> None:
     """Run the whole factory end to end on the offline toy domain and write report.md / report.json."""
     from prmfactory.demo import SIZES, run_demo
     from prmfactory.progress import console
 
-    report = run_demo(output, SIZES["quick" if quick else "full"], quiet=quiet,
+    report = run_demo(output, SIZES["quick" if quick else "full"], quiet=quiet, force=force,
                       on_stage=lambda name, stage_report, folder: _print_report(folder, stage_report))
     console.print_json(json.dumps(report["headline"]))
     for name, path in report["artefacts"].items():

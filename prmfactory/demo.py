@@ -113,9 +113,11 @@ def _markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_demo(output: Path, size: DemoSize, *, quiet: bool = False,
+def run_demo(output: Path, size: DemoSize, *, quiet: bool = False, force: bool = False,
              on_stage: Optional[Callable[[str, Any, Path], None]] = None) -> dict[str, Any]:
-    """Run (or resume) the demo in ``output``; returns the report that ``report.json`` holds."""
+    """Run (or resume) the demo in ``output``; returns the report that ``report.json`` holds.
+
+    ``force`` reruns every pipeline stage (a folder made with another demo config is refused without it)."""
     from prmfactory.eval.best_of_n import evaluate_bon
     from prmfactory.eval.processbench import calibrate_threshold, evaluate_prm, load_splits, metrics, read_predictions
     from prmfactory.pipeline import run_pipeline
@@ -135,7 +137,7 @@ def run_demo(output: Path, size: DemoSize, *, quiet: bool = False,
         atomic_write_text(problems, "".join(json.dumps(r) + "\n" for r in rows))
     run_dir = output / "run"
     pipeline = resource_dir("pipelines") / "demo.yaml"
-    run_pipeline(pipeline, StageInput(problems), run_dir, on_stage=on_stage)
+    run_pipeline(pipeline, StageInput(problems), run_dir, force=force, on_stage=on_stage)
     run = Run(run_dir)
     prm = run_dir / PIPELINE_PRM_FOLDER
 

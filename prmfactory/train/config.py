@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, Optional
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from prmfactory.config import StageConfig, runtime_field
 from prmfactory.steps import SegmentationName
@@ -36,10 +36,16 @@ class TrainPrmConfig(StageConfig):
     threads: Optional[int] = runtime_field(None, "torch threads (default: torch's choice).", ge=1)
     quiet: bool = runtime_field(False, "No progress bar.")
 
-    @model_validator(mode="after")
-    def _probe_fits(self) -> "TrainPrmConfig":
-        if self.head == "probe" and self.kind != "discriminative":
-            raise ValueError("head 'probe' is a discriminative head; a generative PRM has none")
-        if self.head == "probe" and self.lora_r:
-            raise ValueError("head 'probe' keeps the base frozen; lora_r must be 0")
-        return self
+    @field_validator("head")
+    @classmethod
+    def _probe_is_discriminative(cls, head: str, info: ValidationInfo) -> str:
+        if head == "probe" and info.data.get("kind") != "discriminative":
+            raise ValueError("'probe' is a discriminative head; a generative PRM has none")
+        return head
+
+    @field_validator("lora_r")
+    @classmethod
+    def _probe_has_no_adapter(cls, lora_r: int, info: ValidationInfo) -> int:
+        if lora_r and info.data.get("head") == "probe":
+            raise ValueError("the probe head keeps the base frozen; lora_r must be 0")
+        return lora_r
