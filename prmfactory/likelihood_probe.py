@@ -56,9 +56,11 @@ class LikelihoodProbe(nn.Module):
     def forward(self, input_ids, attention_mask=None, **kwargs) -> TokenClassifierOutput:
         with torch.no_grad():
             out = self.lm(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
-            log_probs = torch.log_softmax(out.logits.float(), dim=-1)
             written = torch.zeros(input_ids.shape, dtype=torch.float32, device=input_ids.device)
-            written[:, 1:] = log_probs[:, :-1].gather(-1, input_ids[:, 1:, None]).squeeze(-1)
+            for row, logits in enumerate(out.logits[:, :-1]):  # one row at a time: (T, vocab) in float32 at most
+                logits = logits.float()
+                chosen = logits.gather(-1, input_ids[row, 1:, None]).squeeze(-1)
+                written[row, 1:] = chosen - torch.logsumexp(logits, dim=-1)
             hidden = out.hidden_states[-1].float()
         bias, gate = self.head(hidden).unbind(-1)
         return TokenClassifierOutput(logits=bias + nn.functional.softplus(gate) * written)
