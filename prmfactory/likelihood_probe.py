@@ -53,7 +53,7 @@ class LikelihoodProbe(nn.Module):
         self.lm.eval()  # frozen: no dropout, whatever the trainer sets
         return self
 
-    def forward(self, input_ids, attention_mask=None, **kwargs) -> TokenClassifierOutput:
+    def forward(self, input_ids, attention_mask=None) -> TokenClassifierOutput:
         with torch.no_grad():
             out = self.lm(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
             written = torch.zeros(input_ids.shape, dtype=torch.float32, device=input_ids.device)
