@@ -85,7 +85,7 @@ def _markdown(report: dict[str, Any]) -> str:
     head = report["headline"]
     lines = ["# prmfactory demo", "",
              f"{head['train_problems']} toy problems searched (OmegaPRM, toy policy), verified (sympy) and labelled; a "
-             f"discriminative PRM (a probe on the frozen numerate toy base, `toy-base`) trained on the `{head['rule']}` labels; everything offline. No judge: the toy judge "
+             f"PRM ({head['prm']}) trained on the `{head['rule']}` labels; everything offline. No judge: the toy judge "
              "is worse than always answering \"no error\" (BENCHMARKS.md).", "",
              *_goals_table(report), "",
              "## Step labels against the oracle", "", "![labels](labels.png)", "",
@@ -121,6 +121,7 @@ def run_demo(output: Path, size: DemoSize, *, quiet: bool = False, force: bool =
     from prmfactory.eval.best_of_n import evaluate_bon
     from prmfactory.eval.processbench import calibrate_threshold, evaluate_prm, load_splits, metrics, read_predictions
     from prmfactory.pipeline import run_pipeline
+    from prmfactory.prm_folder import PRMMeta
     from prmfactory.stages import StageInput
     from prmfactory.train.stage import PIPELINE_PRM_FOLDER
     from prmfactory.progress import console
@@ -171,9 +172,11 @@ def run_demo(output: Path, size: DemoSize, *, quiet: bool = False, force: bool =
 
     filter_report = run.read_report("filter") or {}
     rule = filter_report.get("details", {}).get("rule", "mc")
+    prm_meta = PRMMeta.load(prm)
     n = bon["samples"]
     report = {
         "headline": {"train_problems": size.train_problems, "rule": rule,
+                     "prm": f"{prm_meta.kind}, {prm_meta.head} head on {prm_meta.base}",
                      "training_rows": filter_report.get("rows_out"),
                      "label_f1": rules[rule]["f1"],
                      "prm_processbench_f1": processbench["splits"]["toy"]["f1"],
