@@ -407,6 +407,8 @@ def serve(
     prm_format: PrmFormatOpt = "auto",
     max_batch: Annotated[int, typer.Option(min=1, help="Most solutions scored in one model call.")] = 64,
     max_body_mb: Annotated[float, typer.Option(help="Largest request body (MB); larger ones get 413.")] = 4.0,
+    max_items: Annotated[int, typer.Option(min=1, help="Most solutions (or queries) in one request; more get 413.")] = 1024,
+    max_steps: Annotated[int, typer.Option(min=1, help="Most steps in one solution; more get 422.")] = 512,
     threshold: Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="A step scored below it is the first "
                                                    "error (first_error; reported by /v1/models). Default: the PRM's "
                                                    "calibrated threshold (eval processbench --threshold auto), else 0.5.")] = None,
@@ -436,7 +438,8 @@ def serve(
 
     openrlhf = OpenRLHFQueries(policy_template, question_from)  # checks --question-from before the PRM loads
     app_ = create_app(PRM.from_pretrained(prm, backend=backend, format=prm_format), api_key=api_key, max_body_bytes=int(max_body_mb * 1e6),
-                      max_batch=max_batch, reward_aggregate=aggregate, threshold=threshold, openrlhf=openrlhf)
+                      max_batch=max_batch, reward_aggregate=aggregate, threshold=threshold, openrlhf=openrlhf,
+                      max_items=max_items, max_steps=max_steps)
     uvicorn.run(app_, host=host, port=port, log_level="warning")
 
 

@@ -69,18 +69,24 @@ def strict_json(text: str) -> Any:
     return json.loads(text, parse_constant=_no_constant)
 
 
-def jsonl_records(path: Path, on_error: Callable[[str, str], None] | None = None
+def read_input_bytes(path: Path) -> bytes:
+    """A file's bytes, read once (a fifo or ``/dev/stdin`` can be read only once); a one-line error if unreadable."""
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read: {exc.strerror}") from exc
+
+
+def jsonl_records(path: Path, on_error: Callable[[str, str], None] | None = None, data: bytes | None = None
                   ) -> Iterator[tuple[str, dict[str, Any]]]:
     """``(file:line, object)`` for each non-blank line of a JSON Lines file of objects.
 
     For the small record files the other commands read (solutions, predictions); ``--input`` has
     the stricter line-by-line checks of :func:`read_problems`. A bad line is a UsageError, or, with
     ``on_error``, is passed to it as ``(file:line, message)`` and skipped (``import`` keeps rejects).
+    ``data``: the file's bytes when the caller has read them already.
     """
-    try:
-        raw_lines = path.read_bytes().splitlines()
-    except OSError as exc:
-        raise UsageError(f"{path}: cannot read: {exc.strerror}") from exc
+    raw_lines = (read_input_bytes(path) if data is None else data).splitlines()
     for number, raw in enumerate(raw_lines, start=1):
         where = f"{path}:{number}"
         try:

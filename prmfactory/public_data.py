@@ -25,6 +25,7 @@ Written by hand: the reference conversions are scripts, not a library.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import time
@@ -40,6 +41,7 @@ REPORT_FILE = "import.json"
 REJECTS_FILE = "rejects.jsonl"
 LOG_FILE = "log.txt"
 ROWS_PER_SHARD = 100_000
+SHARD_FILE = re.compile(r"part-\d{5}\.parquet")
 
 
 class Rejected(ValueError):
@@ -125,7 +127,9 @@ def prm800k(record: dict[str, Any], options: dict[str, Any]) -> Mapped:
         completions, chosen, human = step.get("completions"), step.get("chosen_completion"), step.get("human_completion")
         if completions is None and chosen is None and human is None:
             break  # TRL's "happens sometimes": the labeller stopped here
-        completions = completions or []
+        completions = [] if completions is None else completions
+        if not isinstance(completions, list):
+            raise Rejected("missing_field", f"{where}.completions: not a list (a {type(completions).__name__})")
         if chosen is not None and (type(chosen) is not int or not 0 <= chosen < len(completions)):
             raise Rejected("bad_chosen_completion", f"{where}: chosen_completion {chosen!r} is not one of its "
                                                     f"{len(completions)} completions")
@@ -163,6 +167,9 @@ def processbench(record: dict[str, Any], options: dict[str, Any]) -> Mapped:
         raise Rejected("invalid_record", format_validation_error(exc, "record", ProcessBenchRecord)) from exc
     if checked.problem is None or checked.label is None:
         raise Rejected("missing_field", f"field {'problem' if checked.problem is None else 'label'!r}: missing")
+    if str(checked.id) in options["seen"]:
+        raise Rejected("duplicate", f"field 'id': {checked.id!r} already imported (the first record with it is kept)")
+    options["seen"].add(str(checked.id))
     first_error = checked.label if checked.label != -1 else len(checked.steps)
     steps = checked.steps[:first_error + 1]
     return [Candidate(checked.problem, steps, [index < first_error for index in range(len(steps))],
@@ -219,22 +226,40 @@ def _line_number(where: str) -> int:
     return int(line.group(1)) if line else int(where.rsplit(" ", 1)[1]) + 1
 
 
-def _check_output(output: Path, force: bool) -> None:
-    """The output must be new, empty or (with ``force``) an earlier import; nothing else is ever removed."""
+def _earlier_import(output: Path) -> list[str] | None:
+    """The files an earlier import wrote into ``output`` (its import.json lists its shards), or None if
+    ``output`` does not hold one; a file it did not write makes it not one."""
+    try:
+        report = json.loads((output / REPORT_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    shards = report.get("shards") if isinstance(report, dict) else None
+    if not isinstance(shards, list) or not all(isinstance(n, str) and SHARD_FILE.fullmatch(n) for n in shards):
+        return None
+    return [REPORT_FILE, REJECTS_FILE, LOG_FILE, *shards]
+
+
+def _check_output(output: Path, force: bool) -> bool:
+    """The output must be new, empty or (with ``force``) an earlier import holding only the files it wrote;
+    True when there is an earlier import to replace."""
     if not output.exists():
-        return
+        return False
     if not output.is_dir():
         raise UsageError(f"--output {output}: exists and is not a folder")
     present = sorted(p.name for p in output.iterdir())
     if not present:
-        return
-    ours = {REPORT_FILE, REJECTS_FILE, LOG_FILE}
-    foreign = [n for n in present if n not in ours and not re.fullmatch(r"part-\d{5}\.parquet", n)]
-    if REPORT_FILE not in present or foreign:
-        raise UsageError(f"--output {output}: not empty and not an earlier import (holds {(foreign or present)[0]}); "
+        return False
+    written = _earlier_import(output)
+    if written is None:
+        raise UsageError(f"--output {output}: not empty and not an earlier import (holds {present[0]}); "
                          "give a new folder")
+    foreign = [name for name in present if name not in written]
+    if foreign:
+        raise UsageError(f"--output {output}: holds {foreign[0]}, which the earlier import there did not write; "
+                         "move it away or give a new folder")
     if not force:
         raise UsageError(f"--output {output}: holds an earlier import; --force replaces it")
+    return True
 
 
 def import_dataset(source: str, input: Path, output: Path, *, neutral_is_correct: bool = False, force: bool = False,
@@ -250,15 +275,14 @@ def import_dataset(source: str, input: Path, output: Path, *, neutral_is_correct
 
     from prmfactory import schemas
     from prmfactory.eval.processbench import json_records
-    from prmfactory.fileio import sha256_file
-    from prmfactory.inputs import derive_id
+    from prmfactory.inputs import derive_id, read_input_bytes
     from prmfactory.progress import stage_progress
 
     if source not in IMPORTERS:
         raise UsageError(f"import: unknown dataset {source!r} (one of {', '.join(IMPORTERS)})")
     importer = IMPORTERS[source]
     files = _input_files(input, importer)
-    _check_output(output, force)
+    replacing = _check_output(output, force)
     started = time.monotonic()
     rows: list[dict[str, Any]] = []
     rejects: list[dict[str, Any]] = []
@@ -269,17 +293,20 @@ def import_dataset(source: str, input: Path, output: Path, *, neutral_is_correct
         rejects.append({"source_file": str(file), "source_line": _line_number(where), "reason": exc.reason,
                         "message": str(exc), "source_id": source_id})
 
-    # JSON Lines: a record per line, so the bar has a total; a JSON array's records are counted as they come
-    total = None if any(f.suffix == ".json" for f in files) else sum(f.read_bytes().count(b"\n") for f in files)
+    # JSON Lines: a record per line, so the bar has a total; a JSON array's records are counted as they come,
+    # and so are those of a stream (a fifo, /dev/stdin), which can be read only once
+    counted = all(f.suffix != ".json" and f.is_file() for f in files)
+    total = sum(_count_lines(f) for f in files) if counted else None
     with stage_progress(f"importing {source}", total, quiet=quiet) as bar:
         for file in files:
             records = 0
             options["split"] = file.stem
+            data = read_input_bytes(file)
 
             def unreadable(where: str, message: str, file: Path = file) -> None:
                 reject(file, where, Rejected("unreadable_line", message.split(": ", 1)[-1]))
 
-            for where, raw in json_records(file, unreadable):
+            for where, raw in json_records(file, unreadable, data):
                 records += 1
                 bar.advance(1, rows=len(rows), rejected=len(rejects))
                 try:
@@ -297,7 +324,7 @@ def import_dataset(source: str, input: Path, output: Path, *, neutral_is_correct
                                      "question_id": derive_id(item.prompt), "segmentation": importer.segmentation, "source": source,
                                      "source_file": str(file), "source_line": _line_number(where),
                                      "source_id": item.source_id, "subset": item.subset})
-            inputs.append({"file": str(file.resolve()), "sha256": sha256_file(file), "records": records})
+            inputs.append({"file": str(file.resolve()), "sha256": hashlib.sha256(data).hexdigest(), "records": records})
     reasons: dict[str, int] = {}
     for item in rejects:
         reasons[item["reason"]] = reasons.get(item["reason"], 0) + 1
@@ -307,6 +334,10 @@ def import_dataset(source: str, input: Path, output: Path, *, neutral_is_correct
               "positive_steps": sum(sum(r["labels"]) for r in rows), "rejected": len(rejects),
               "rejected_by_reason": dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
               "shards": [], "seconds": None}
+    if not rows and replacing:  # nothing replaces the earlier import: it stays as it was
+        first = rejects[0]["message"] if rejects else "the input has no records"
+        raise UsageError(f"{input}: no row could be imported as {source} ({len(rejects)} rejected; first: {first}); "
+                         f"the earlier import in {output} is kept as it was")
     output.parent.mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(prefix=f".{output.name}.import-", dir=output.parent))
     try:
@@ -320,11 +351,7 @@ def import_dataset(source: str, input: Path, output: Path, *, neutral_is_correct
         report["seconds"] = round(time.monotonic() - started, 2)
         (partial / REPORT_FILE).write_text(json.dumps(report, indent=1), encoding="utf-8")
         (partial / LOG_FILE).write_text(_log(report), encoding="utf-8")
-        output.mkdir(exist_ok=True)
-        for old in output.iterdir():  # only an earlier import's files reach here (_check_output)
-            old.unlink()
-        for new in partial.iterdir():
-            new.replace(output / new.name)
+        _swap_in(partial, output, replacing)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     if not rows:
@@ -332,6 +359,32 @@ def import_dataset(source: str, input: Path, output: Path, *, neutral_is_correct
         raise UsageError(f"{input}: no row could be imported as {source} ({len(rejects)} rejected; first: {first}); "
                          f"see {output / REJECTS_FILE}")
     return report
+
+
+def _swap_in(partial: Path, output: Path, replacing: bool) -> None:
+    """Make the finished folder ``partial`` the output: an earlier import is renamed away first and deleted
+    only once the new one is in place (it holds only files that import wrote: :func:`_check_output`)."""
+    import os
+    import shutil
+
+    old = output.with_name(f".{output.name}.replaced-{os.getpid()}") if replacing else None
+    if old is not None:
+        os.replace(output, old)
+    elif output.exists():
+        output.rmdir()  # new or empty (checked)
+    try:
+        os.replace(partial, output)
+    except OSError:
+        if old is not None:
+            os.replace(old, output)
+        raise
+    if old is not None:
+        shutil.rmtree(old)
+
+
+def _count_lines(file: Path) -> int:
+    with open(file, "rb") as handle:
+        return sum(block.count(b"\n") for block in iter(lambda: handle.read(1 << 20), b""))
 
 
 def _log(report: dict[str, Any]) -> str:

@@ -17,6 +17,7 @@ import contextlib
 import hashlib
 import io
 import os
+import re
 import shutil
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -25,6 +26,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from prmfactory.errors import UsageError
 from prmfactory.fileio import atomic_write_text, fsync_dir, sha256_file
 
 
@@ -36,10 +38,25 @@ def is_url(location: str | Path) -> bool:
     return isinstance(location, str) and "://" in location
 
 
+class PathOutsideRun(UsageError):
+    """A path taken from a run's own files (a manifest, a set-aside record) that would leave the run folder."""
+
+
 class RunFiles(ABC):
-    """The file operations of a run folder, by path relative to its root (``nodes/part-00000.parquet``)."""
+    """The file operations of a run folder, by path relative to its root (``nodes/part-00000.parquet``).
+
+    Every relative path comes from the run's own files, which may come from anyone: each operation
+    refuses one that is absolute, climbs with ``..`` or (on a local disk) runs through a symlink out
+    of the run, before it reads, moves or deletes anything (:class:`PathOutsideRun`).
+    """
 
     local: bool
+
+    def _check_relative(self, rel: str) -> None:
+        parts = rel.replace("\\", "/").split("/")
+        if rel.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", rel) or ".." in parts or "\0" in rel:
+            raise PathOutsideRun(f"{self.show()}: {rel!r} leads out of the run folder; refused (the run's files "
+                                 "may have been edited: nothing was read, moved or deleted)")
 
     @abstractmethod
     def show(self, rel: str = "") -> str:
@@ -109,14 +126,25 @@ class LocalFiles(RunFiles):
     def show(self, rel: str = "") -> str:
         return str(self.root / rel) if rel else str(self.root)
 
+    def path(self, rel: str) -> Path:
+        """``rel``'s path, once it is known to stay inside the run (symlinks followed)."""
+        self._check_relative(rel)
+        path = self.root / rel
+        if rel:
+            resolved, root = path.resolve(), self.root.resolve()
+            if resolved != root and root not in resolved.parents:
+                raise PathOutsideRun(f"{path}: leads out of the run folder (to {resolved}); refused: nothing was "
+                                     "read, moved or deleted")
+        return path
+
     def read_bytes(self, rel: str) -> bytes:
-        return (self.root / rel).read_bytes()
+        return self.path(rel).read_bytes()
 
     def write_text(self, rel: str, text: str) -> None:
-        atomic_write_text(self.root / rel, text)
+        atomic_write_text(self.path(rel), text)
 
     def create_exclusive(self, rel: str, text: str) -> None:
-        path = self.root / rel
+        path = self.path(rel)
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "x", encoding="utf-8") as handle:
             handle.write(text)
@@ -125,7 +153,7 @@ class LocalFiles(RunFiles):
         fsync_dir(path.parent)
 
     def write_table(self, rel: str, table: pa.Table) -> str:
-        path = self.root / rel
+        path = self.path(rel)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
         pq.write_table(table, tmp)
@@ -136,32 +164,33 @@ class LocalFiles(RunFiles):
         return sha256_file(path)
 
     def read_table(self, rel: str) -> pa.Table:
-        return pq.read_table(self.root / rel)
+        return pq.read_table(self.path(rel))
 
     def exists(self, rel: str) -> bool:
-        return (self.root / rel).exists()
+        return self.path(rel).exists()
 
     def names(self, rel: str) -> list[str]:
-        folder = self.root / rel
+        folder = self.path(rel)
         return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
 
     def remove(self, rel: str) -> None:
         with contextlib.suppress(FileNotFoundError):
-            (self.root / rel).unlink()
+            self.path(rel).unlink()
 
     def remove_tree(self, rel: str) -> None:
-        shutil.rmtree(self.root / rel, ignore_errors=True)
+        shutil.rmtree(self.path(rel), ignore_errors=True)
 
     def move(self, rel: str, to: str) -> None:
-        (self.root / to).parent.mkdir(parents=True, exist_ok=True)
-        os.replace(self.root / rel, self.root / to)
+        source, target = self.path(rel), self.path(to)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(source, target)
 
     def fingerprint(self, rel: str) -> tuple[Any, ...]:
-        stat = (self.root / rel).stat()
+        stat = self.path(rel).stat()
         return stat.st_size, stat.st_mtime_ns
 
     def sha256(self, rel: str) -> str:
-        return sha256_file(self.root / rel)
+        return sha256_file(self.path(rel))
 
 
 class FsspecFiles(RunFiles):
@@ -175,8 +204,6 @@ class FsspecFiles(RunFiles):
         try:
             self.fs, self.base = fsspec.core.url_to_fs(url)
         except (ImportError, ValueError) as exc:
-            from prmfactory.errors import UsageError
-
             raise UsageError(f"{url}: {exc} (object-store runs need the filesystem's fsspec package, e.g. "
                              "pip install 'prmfactory[s3]')") from exc
         self.url = url.rstrip("/")
@@ -185,7 +212,14 @@ class FsspecFiles(RunFiles):
             self.fs.auto_mkdir = True
 
     def _path(self, rel: str) -> str:
-        return f"{self.base}/{rel}" if rel else self.base
+        self._check_relative(rel)
+        path = f"{self.base}/{rel}" if rel else self.base
+        if rel and getattr(self.fs, "local_file", False):  # file://: a symlink could still lead out
+            resolved, root = os.path.realpath(path), os.path.realpath(self.base)
+            if resolved != root and not resolved.startswith(root + os.sep):
+                raise PathOutsideRun(f"{self.show(rel)}: leads out of the run folder (to {resolved}); refused: "
+                                     "nothing was read, moved or deleted")
+        return path
 
     def show(self, rel: str = "") -> str:
         return f"{self.url}/{rel}" if rel else self.url
@@ -205,8 +239,6 @@ class FsspecFiles(RunFiles):
         if (self.url, folder) in _EXCLUSIVE_CHECKED:
             return
         import uuid
-
-        from prmfactory.errors import UsageError
 
         probe = f"{folder}/.probe-{uuid.uuid4().hex}"
         self.create_exclusive(probe, "probe")  # not empty: s3fs writes an empty file without the condition

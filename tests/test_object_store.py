@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from prmfactory.errors import UsageError
+
 from prmfactory.search.config import MctsConfig
 from prmfactory.stages import StageInput, execute
 from prmfactory.store import CommitLog, Run, RunBusyError
@@ -135,9 +137,15 @@ def test_a_local_manifest_copied_to_the_store_reads_as_it_is(location, tmp_path)
                 fsspec.open(f"{location}/{name}", "wb") as handle:
             handle.write((local.root / name).read_bytes())
     assert committed(remote) == ["q1", "q2"] and remote.verify() == 1
-    with remote.writing():  # the first writer continues it as a log
+    if location.startswith("file"):  # a local disk: the run is opened by its path, never as a second form
+        with pytest.raises(UsageError, match="a local run .manifest.json.; open it by its path"):
+            with remote.writing():
+                pass
+        assert not remote.files.exists("_manifest") and committed(remote) == ["q1", "q2"]
+        return
+    with remote.writing():  # the first writer continues it as a log, and the log alone holds it
         remote.commit({"problems": [problem("q3")]})
-    assert committed(Run(location)) == ["q1", "q2", "q3"]
+    assert committed(Run(location)) == ["q1", "q2", "q3"] and not remote.files.exists("manifest.json")
 
 
 def test_mcts_then_verify_on_memory_write_what_a_local_run_writes(tmp_path, numbered_problems, monkeypatch):

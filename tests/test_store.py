@@ -1,4 +1,5 @@
 import json
+import shutil
 import os
 import signal
 import subprocess
@@ -64,8 +65,10 @@ def test_shard_of_another_schema_is_refused_on_read(tmp_path):
     with run.writing():
         run.commit({"problems": [problem("a")]})
     manifest = json.loads(run.manifest_path.read_text())
-    manifest["datasets"]["questions"] = {"schema": "questions", "schema_version": 1,
-                                         "shards": manifest["datasets"]["problems"]["shards"]}
+    (tmp_path / "questions").mkdir()
+    shutil.copy(tmp_path / "problems" / "part-00000.parquet", tmp_path / "questions" / "part-00000.parquet")
+    shards = [dict(s, file="questions/part-00000.parquet") for s in manifest["datasets"]["problems"]["shards"]]
+    manifest["datasets"]["questions"] = {"schema": "questions", "schema_version": 1, "shards": shards}
     run.manifest_path.write_text(json.dumps(manifest))
     with pytest.raises(SchemaError, match="expected questions v1"):
         run.read("questions")
@@ -136,7 +139,8 @@ def _assert_complete(run, batches):
     assert len(ids) == len(set(ids)) == batches * 50
     problems = run.read("problems").column("question_id").to_pylist()
     assert sorted(problems) == sorted(ids)
-    on_disk = {f"{d.name}/{p.name}" for d in run.root.iterdir() if d.is_dir() for p in d.iterdir()}
+    on_disk = {f"{d.name}/{p.name}" for d in run.root.iterdir() if d.is_dir() and d.name != ".orphans"
+               for p in d.iterdir()}
     listed = {s["file"] for name in run.datasets() for s in run.shards(name)}
     assert on_disk == listed
 
@@ -154,6 +158,9 @@ def test_sigkill_mid_commit_leaves_no_visible_partial_shard(tmp_path, die_at):
     rerun = _writer(tmp_path, root, "never")
     assert rerun.returncode == 0, rerun.stderr
     _assert_complete(run, 6)
+    # a half-written temp file is deleted; a whole shard the killed writer never listed is kept aside
+    orphans = list((root / ".orphans").rglob("*.parquet"))
+    assert len(orphans) == (1 if die_at == "after_rename" else 0)
 
 
 def test_sigkill_at_random_moments_then_rerun_completes(tmp_path):

@@ -39,20 +39,17 @@ class ProcessBenchRecord(BaseModel):
         return self
 
 
-def json_records(file: Path, on_error=None) -> Iterator[tuple[str, Any]]:
-    """``(where, raw record)`` from a JSON array or a JSON Lines file (``on_error``: see ``jsonl_records``)."""
-    from prmfactory.inputs import jsonl_records
+def json_records(file: Path, on_error=None, data: bytes | None = None) -> Iterator[tuple[str, Any]]:
+    """``(where, raw record)`` from a JSON array or a JSON Lines file (``on_error``: see ``jsonl_records``),
+    read once (``data``: its bytes, when the caller has them)."""
+    from prmfactory.inputs import jsonl_records, read_input_bytes
 
-    try:
-        with open(file, "rb") as handle:
-            head = handle.read(4096).lstrip()
-    except OSError as exc:
-        raise UsageError(f"{file}: cannot read: {exc.strerror}") from exc
-    if not head.startswith(b"["):
-        yield from jsonl_records(file, on_error)
+    data = read_input_bytes(file) if data is None else data
+    if not data.lstrip()[:1] == b"[":
+        yield from jsonl_records(file, on_error, data)
         return
     try:
-        records = json.loads(file.read_bytes().decode("utf-8"))
+        records = json.loads(data.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise UsageError(f"{file}: not valid UTF-8 (byte offset {exc.start})") from exc
     except json.JSONDecodeError as exc:

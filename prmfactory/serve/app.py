@@ -7,20 +7,27 @@ not JSON or nested deeper than ``MAX_JSON_DEPTH`` gets 422, and so do malformed 
 message naming the item (``items[3].prompt: Field required``); every error body is JSON
 ``{"detail": ...}``. Scores of steps cut off by the PRM's length limit
 are ``null``; they do not count in the aggregate.
+
+Requests are isolated from each other: text that is not valid Unicode (a lone surrogate) is 422
+before it is queued, an item the PRM cannot score fails only its own request (422 naming the item),
+never the batch it was scored in; a request whose client disconnects has its queued items
+withdrawn; items per request (``max_items``: 413) and steps per item (``max_steps``: 422) are capped.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 import json
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Optional, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional, Union
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field, model_validator
+from pydantic import AfterValidator, BaseModel, Field, model_validator
 
 from prmfactory.prm import PRM, step_reward
 from prmfactory.serve.batching import DynamicBatcher
@@ -31,13 +38,25 @@ if TYPE_CHECKING:
 Aggregate = Literal["min", "last", "prod", "mean"]
 
 
+def _unicode_text(text: str) -> str:
+    """JSON can carry a lone surrogate (``"\\ud800"``) that no tokenizer can encode: refuse it here."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"not valid Unicode text (a lone surrogate at character {exc.start})") from None
+    return text
+
+
+Text = Annotated[str, AfterValidator(_unicode_text)]
+
+
 class ScoreItem(BaseModel):
     """One solution: its steps, or a whole response split with the PRM's recorded separator."""
 
     id: Union[str, int]
-    prompt: str
-    steps: Optional[list[str]] = None
-    response: Optional[str] = None
+    prompt: Text
+    steps: Optional[list[Text]] = None
+    response: Optional[Text] = None
 
     @model_validator(mode="after")
     def _steps_or_response(self) -> "ScoreItem":
@@ -68,8 +87,8 @@ class ScoreResponse(BaseModel):
 class RewardRequest(BaseModel):
     """OpenRLHF's remote reward model request: ``query`` is prompt + response."""
 
-    query: list[str]
-    prompts: Optional[list[str]] = None
+    query: list[Text]
+    prompts: Optional[list[Text]] = None
     labels: Optional[list[Any]] = None
 
 
@@ -192,19 +211,53 @@ class GuardMiddleware:
         await JSONResponse({"detail": detail}, status)(scope, receive, send)
 
 
+class ClientGone(Exception):
+    """The client disconnected before its items were scored."""
+
+
+class ItemFailed(Exception):
+    def __init__(self, index: int, error: BaseException):
+        super().__init__(f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}".rstrip(": "))
+        self.index, self.error = index, error
+
+
+# What an item itself can cause (text the tokenizer or the format cannot take): 422. Anything else is the
+# server's failure (500), still for that request alone.
+_INPUT_ERRORS = (ValueError, TypeError, IndexError, KeyError, UnicodeError)
+
+
+async def _scores(batcher: DynamicBatcher, request: Request, items: list) -> list[list[float]]:
+    """The items' step scores; withdrawn from the queue if the client disconnects while they wait."""
+    task = asyncio.ensure_future(batcher.score(items))
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=0.05)
+        if done:
+            break
+        if await request.is_disconnected():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            raise ClientGone()
+    results = task.result()
+    for index, result in enumerate(results):
+        if isinstance(result, BaseException):
+            raise ItemFailed(index, result)
+    return results
+
+
 def create_app(prm: PRM, *, api_key: Optional[str] = None, max_body_bytes: int = 4_000_000, max_batch: int = 64,
                max_wait_ms: float = 5.0, reward_aggregate: Aggregate = "min", threshold: Optional[float] = None,
-               name: Optional[str] = None, openrlhf: Optional["OpenRLHFQueries"] = None) -> FastAPI:
+               name: Optional[str] = None, openrlhf: Optional["OpenRLHFQueries"] = None, max_items: int = 1024,
+               max_steps: int = 512) -> FastAPI:
     """The FastAPI app serving ``prm``; the batcher starts and stops with the app.
 
     ``reward_aggregate`` turns step scores into ``/get_reward``'s one reward per query, and
     ``openrlhf`` (:class:`prmfactory.rl.OpenRLHFQueries`) says how its queries become problem and response;
     ``threshold`` is the score below which a step is the first error (default: the PRM's calibrated
     one, else 0.5); ``name`` is the model id
-    ``/v1/models`` reports (default: the PRM folder's name).
+    ``/v1/models`` reports (default: the PRM folder's name); ``max_items`` solutions per request (413
+    above) and ``max_steps`` steps per solution (422 above) bound the work one request can queue.
     """
-    import contextlib
-
     from prmfactory.rl import OpenRLHFQueries
 
     openrlhf = openrlhf or OpenRLHFQueries()
@@ -226,7 +279,25 @@ def create_app(prm: PRM, *, api_key: Optional[str] = None, max_body_bytes: int =
         message = f"{_item_location(tuple(first['loc']))}: {first['msg']}"
         return JSONResponse({"detail": message, "errors": len(exc.errors())}, 422)
 
-    @app.get("/health")
+    @app.exception_handler(ItemFailed)
+    async def _item_failed(request: Request, exc: ItemFailed):
+        where = "query" if request.url.path == "/get_reward" else "items"
+        status = 422 if isinstance(exc.error, _INPUT_ERRORS) else 500
+        return JSONResponse({"detail": f"{where}[{exc.index}]: cannot be scored: {exc}"}, status)
+
+    @app.exception_handler(ClientGone)
+    async def _gone(request: Request, exc: ClientGone):
+        return JSONResponse({"detail": "client disconnected; its items were withdrawn"}, 499)
+
+    def check_size(count: int, what: str, longest: int) -> None:
+        if count > max_items:
+            raise HTTPException(413, f"{what}: {count} in one request, more than the server's limit of {max_items} "
+                                     "(serve --max-items); send them in several requests")
+        if longest > max_steps:
+            raise HTTPException(422, f"{what}: a solution of {longest} steps, more than the server's limit of "
+                                     f"{max_steps} (serve --max-steps)")
+
+    @app.api_route("/health", methods=["GET", "HEAD"])
     async def health() -> dict[str, Any]:
         return {"status": "ok", "kind": prm.meta.kind, "segmentation": prm.meta.segmentation,
                 "batches": batcher.batches}
@@ -241,20 +312,23 @@ def create_app(prm: PRM, *, api_key: Optional[str] = None, max_body_bytes: int =
         return ModelList(data=[card])
 
     @app.post("/v1/prm/score", response_model=ScoreResponse)
-    async def score(request: ScoreRequest) -> ScoreResponse:
+    async def score(request: ScoreRequest, http: Request) -> ScoreResponse:
+        check_size(len(request.items), "items", 0)
         spans = [None if item.steps is not None else prm.segmenter.spans(item.response or "")
                  for item in request.items]
         items = [(item.prompt, item.steps if item.steps is not None else [item.response[a:b] for a, b in cuts])
                  for item, cuts in zip(request.items, spans)]
+        check_size(len(items), "items", max(len(steps) for _, steps in items))
         results = []
-        for item, cuts, scores in zip(request.items, spans, await batcher.score(items)):
+        for item, cuts, scores in zip(request.items, spans, await _scores(batcher, http, items)):
             reward = step_reward(scores, request.aggregate, threshold)
             results.append(ScoreResult(id=item.id, step_scores=_json_scores(scores), step_spans=cuts,
                                        first_error=reward.first_error, aggregate=reward.reward))
         return ScoreResponse(results=results)
 
     @app.post("/get_reward", response_model=RewardResponse)
-    async def get_reward(request: RewardRequest) -> RewardResponse:
+    async def get_reward(request: RewardRequest, http: Request) -> RewardResponse:
+        check_size(len(request.query), "query", 0)
         prompts = request.prompts or [""] * len(request.query)
         for field, given in (("prompts", prompts), ("labels", request.labels)):
             if given is not None and len(given) != len(request.query):
@@ -265,7 +339,8 @@ def create_app(prm: PRM, *, api_key: Optional[str] = None, max_body_bytes: int =
         except ValueError as exc:
             raise RequestValidationError([{"loc": ("body", "labels"), "msg": str(exc), "type": "value_error"}])
         items = [(problem, prm.split(response)) for problem, response in zip(problems, responses)]
-        rewards = [step_reward(scores, reward_aggregate, threshold) for scores in await batcher.score(items)]
+        check_size(len(items), "query", max((len(steps) for _, steps in items), default=0))
+        rewards = [step_reward(scores, reward_aggregate, threshold) for scores in await _scores(batcher, http, items)]
         values = [r.reward for r in rewards]
         return RewardResponse(rewards=values, scores=values,
                               extra_logs={"prm_first_error": [float(r.first_error) for r in rewards],

@@ -4,6 +4,10 @@ Written by hand (no maintained library batches arbitrary Python scoring calls fo
 requests put their items on a queue; one worker task takes what is waiting — up to ``max_batch``
 items, waiting at most ``max_wait_ms`` for more — and scores them in a thread, so the event
 loop keeps accepting requests and the model is only ever called from one thread at a time.
+
+One bad item must not fail the requests batched with it: when a batch fails, each of its items is
+scored alone, so only the items that fail alone carry the error. An item whose request was
+cancelled (its client disconnected) is skipped before it reaches the model.
 """
 
 from __future__ import annotations
@@ -35,8 +39,9 @@ class DynamicBatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
 
-    async def score(self, items: Sequence[Item]) -> list[list[float]]:
-        """Step scores of ``items``, batched with whatever else is waiting."""
+    async def score(self, items: Sequence[Item]) -> list[list[float] | BaseException]:
+        """Step scores of ``items``, batched with whatever else is waiting; an item that could not be scored
+        gives its exception in its place. Cancelling the call withdraws the items not yet scored."""
         assert self._queue is not None, "DynamicBatcher.start() was not awaited"
         loop = asyncio.get_running_loop()
         futures = []
@@ -44,7 +49,12 @@ class DynamicBatcher:
             future = loop.create_future()
             self._queue.put_nowait((item, future))
             futures.append(future)
-        return list(await asyncio.gather(*futures))
+        try:
+            return list(await asyncio.gather(*futures, return_exceptions=True))
+        except asyncio.CancelledError:
+            for future in futures:
+                future.cancel()
+            raise
 
     async def _run(self) -> None:
         assert self._queue is not None
@@ -63,12 +73,24 @@ class DynamicBatcher:
                 continue
             try:
                 scores = await asyncio.to_thread(self.score_batch, [item for item, _ in live])
-            except Exception as exc:  # the requests in this batch fail; the worker keeps serving
-                for _, future in live:
-                    if not future.done():
-                        future.set_exception(exc)
+            except Exception:  # noqa: BLE001 - find the items that fail alone; the others are scored
+                await self._score_one_by_one(live)
                 continue
             self.batches += 1
             for (_, future), result in zip(live, scores):
                 if not future.done():
                     future.set_result(result)
+
+    async def _score_one_by_one(self, live: list[tuple[Item, asyncio.Future]]) -> None:
+        for item, future in live:
+            if future.done():
+                continue
+            try:
+                result = (await asyncio.to_thread(self.score_batch, [item]))[0]
+            except Exception as exc:  # noqa: BLE001 - this item's own failure, reported to its request only
+                if not future.done():
+                    future.set_exception(exc)
+                continue
+            self.batches += 1
+            if not future.done():
+                future.set_result(result)
