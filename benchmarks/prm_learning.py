@@ -75,12 +75,12 @@ def evaluate(prm: Path, out: Path, bench: Path, dev: Path, candidates: dict[str,
     from prmfactory.eval.best_of_n import evaluate_bon
     from prmfactory.eval.processbench import calibrate_threshold, evaluate_prm, load_splits, metrics, read_predictions
 
-    test = evaluate_prm(prm, bench.parent, out / "pb-test", quiet=True)
-    evaluate_prm(prm, dev.parent, out / "pb-dev", quiet=True)
+    test = evaluate_prm(prm, bench.parent, out / "pb-test", quiet=True, force=True)
+    evaluate_prm(prm, dev.parent, out / "pb-dev", quiet=True, force=True)
     threshold, dev_f1 = calibrate_threshold(load_splits(dev.parent), out / "pb-dev" / "predictions.jsonl")
     splits = load_splits(bench.parent)
     calibrated = metrics(splits, read_predictions(out / "pb-test" / "predictions.jsonl", splits, threshold))
-    bon = {name: evaluate_bon(prm, out / f"bon-{name}", candidates=path, quiet=True) for name, path in candidates.items()}
+    bon = {name: evaluate_bon(prm, out / f"bon-{name}", candidates=path, quiet=True, force=True) for name, path in candidates.items()}
     n = bon["test"]["samples"]
     split = next(iter(test["splits"]))
     return {"f1_at_0.5": test["splits"][split]["f1"], "dev_threshold": threshold, "dev_f1": dev_f1,
@@ -130,7 +130,7 @@ def main(args) -> dict:
                     problems = [{**r, "question_id": r["id"]}
                                 for r in map(to_input_row, generate(args.bon_problems, *bon_problems[split]))]
                     evaluate_bon(arm / "prm", path.parent, problems=problems, samples=args.samples, temperature=0.8,
-                                 max_tokens=300, quiet=True)
+                                 max_tokens=300, quiet=True, force=True)
             steps = sum(len(r["completions"]) for r in chosen)
             result["arms"][name] = {"labels": labels, "rows": len(chosen), "steps": steps,
                                     "questions": len({r["question_id"] for r in chosen}), "base": args.base,

@@ -173,7 +173,7 @@ def _verify(given: dict[str, Any], build: Callable) -> None:
         if output is None:
             raise UsageError("--processbench needs --output DIR")
         result = verify_processbench(processbench, output, seconds_per_claim=config.seconds_per_claim,
-                                     quiet=config.quiet)
+                                     quiet=config.quiet, force=given["force"])
         print(json.dumps({k: v for k, v in result.items() if k != "flag_statistics"}, indent=1))
         print(f"predictions and metrics in {output}")
         return
@@ -270,6 +270,8 @@ PrmFormatOpt = Annotated[str, typer.Option(
                          "architecture), prmfactory, qwen2.5-math-prm, math-shepherd or rlhflow.")]
 PrmDtypeOpt = Annotated[str, typer.Option(
     "--dtype", help="PRM weights dtype for scoring: float32, or bfloat16 (about 2x faster on CPUs with AVX-512 BF16).")]
+EvalForceOpt = Annotated[bool, typer.Option("--force", help="Replace an earlier output of the same evaluation in "
+                                                           "--output (any other folder is refused).")]
 
 
 @eval_app.command("processbench")
@@ -287,6 +289,7 @@ def eval_processbench(
     backend: BackendOpt = "transformers",
     prm_format: PrmFormatOpt = "auto",
     dtype: PrmDtypeOpt = "float32",
+    force: EvalForceOpt = False,
     quiet: opt.QuietOpt = False,
 ) -> None:
     """The ProcessBench protocol: per split accuracy on erroneous and correct samples, F1, average F1."""
@@ -300,12 +303,15 @@ def eval_processbench(
     fixed = _threshold_value(threshold, calibrate_on)
     if prm is not None:
         result = evaluate_prm(prm, data, output, threshold=fixed if fixed is not None else 0.5, backend=backend,
-                              dtype=dtype, quiet=quiet, calibrate_on=calibrate_on, prm_format=prm_format)
+                              dtype=dtype, quiet=quiet, calibrate_on=calibrate_on, prm_format=prm_format, force=force)
     else:
+        from prmfactory.eval.output import eval_output
+
         splits = load_splits(data)
-        result = calibrated_metrics(splits, predictions, calibrate_on) if calibrate_on is not None else \
-            metrics(splits, read_predictions(predictions, splits, fixed))
-        write_results(result, output, f"ProcessBench: {predictions.name}")
+        with eval_output(output, "processbench", force=force) as folder:
+            result = calibrated_metrics(splits, predictions, calibrate_on) if calibrate_on is not None else \
+                metrics(splits, read_predictions(predictions, splits, fixed))
+            write_results(result, folder, f"ProcessBench: {predictions.name}")
     if calibrate_on is not None:
         print(f"threshold {result['threshold']} chosen on {calibrate_on} (average F1 there "
               f"{result['calibration']['average_f1']}); the other splits reported with it"
@@ -325,6 +331,7 @@ def eval_prmbench(
     backend: BackendOpt = "transformers",
     prm_format: PrmFormatOpt = "auto",
     dtype: PrmDtypeOpt = "float32",
+    force: EvalForceOpt = False,
     quiet: opt.QuietOpt = False,
 ) -> None:
     """The PRMBench protocol: PRMScore (half F1 on valid steps, half on erroneous ones) per error category."""
@@ -334,7 +341,7 @@ def eval_prmbench(
     if (prm is None) == (predictions is None):
         raise UsageError("give exactly one of --prm DIR or --predictions FILE")
     result = evaluate(data, output, prm_path=prm, predictions=predictions, threshold=threshold, backend=backend,
-                      dtype=dtype, prm_format=prm_format, quiet=quiet)
+                      dtype=dtype, prm_format=prm_format, quiet=quiet, force=force)
     print(markdown_table(result), end="")
     print(f"results in {output}")
 
@@ -374,6 +381,7 @@ def eval_bon(
     input_format: opt.FormatOpt = "auto",
     limit: opt.LimitOpt = None,
     seed: Annotated[int, typer.Option(help="Engine seed.")] = 0,
+    force: EvalForceOpt = False,
     quiet: opt.QuietOpt = False,
 ) -> None:
     """Best-of-N reranking with a PRM against majority vote and pass@N."""
@@ -390,7 +398,7 @@ def eval_bon(
         problems, _ = load_problems(input, input_format, skip_invalid=False)
     result = evaluate_bon(prm, output, problems=problems, candidates=candidates, samples=samples, policy=policy,
                           temperature=temperature, max_tokens=max_new_tokens, backend=backend, limit=limit, seed=seed,
-                          quiet=quiet, prm_format=prm_format)
+                          quiet=quiet, prm_format=prm_format, force=force)
     print(markdown_table(result), end="")
     print(f"results in {output}")
 
@@ -520,7 +528,7 @@ def run_pipeline(
         from prmfactory.train.stage import PIPELINE_PRM_FOLDER
 
         result = evaluate_prm(output / PIPELINE_PRM_FOLDER, processbench, output / "eval-processbench",
-                              threshold=threshold, backend=prm_backend, dtype=dtype)
+                              threshold=threshold, backend=prm_backend, dtype=dtype, force=True)  # the run's own
         print(markdown_table(result), end="")
         print(f"results in {output / 'eval-processbench'}")
 
@@ -730,8 +738,13 @@ def models_list() -> None:
 @handled
 def models_prepare(name: Annotated[str, typer.Argument(help="An alias (smollm2, toy, ...) or a .gguf file.")]) -> None:
     """Convert a GGUF alias or file into the cache once (a lock guards concurrent runs) and print its folder."""
-    from prmfactory.models import require_model
+    from prmfactory.models import GGUF_MODELS, TOY_MODELS, require_model
 
+    if name not in TOY_MODELS and name not in GGUF_MODELS and not name.lower().endswith(".gguf"):
+        from prmfactory.errors import UsageError
+
+        raise UsageError(f"models prepare: {name!r} is not an alias ({', '.join([*TOY_MODELS, *GGUF_MODELS])}) or a "
+                         ".gguf file; a model folder or Hub id needs no preparing (`prmfactory models list`)")
     print(require_model(name))
 
 

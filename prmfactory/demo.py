@@ -149,12 +149,12 @@ def run_demo(output: Path, size: DemoSize, *, quiet: bool = False, force: bool =
     bench = output / "processbench" / "toy.jsonl"
     if not bench.exists():
         write_processbench(bench, size.test_solutions, seed=11, quiet=quiet)
-    processbench = evaluate_prm(prm, bench.parent, output / "eval-processbench", quiet=quiet)
+    processbench = evaluate_prm(prm, bench.parent, output / "eval-processbench", quiet=quiet, force=True)
     # the threshold is chosen on a dev set of *train* problems, then applied to the test set
     dev = output / "processbench-dev" / "toy-dev.jsonl"
     if not dev.exists():
         write_processbench(dev, size.test_solutions, split="train", seed=13, quiet=quiet)
-    dev_result = evaluate_prm(prm, dev.parent, output / "eval-processbench-dev", quiet=quiet)
+    dev_result = evaluate_prm(prm, dev.parent, output / "eval-processbench-dev", quiet=quiet, force=True)
     threshold, dev_f1 = calibrate_threshold(load_splits(dev.parent), output / "eval-processbench-dev" / "predictions.jsonl")
     test_splits = load_splits(bench.parent)
     calibrated = metrics(test_splits, read_predictions(output / "eval-processbench" / "predictions.jsonl", test_splits,
@@ -163,12 +163,12 @@ def run_demo(output: Path, size: DemoSize, *, quiet: bool = False, force: bool =
     bon_dir = output / "eval-bon"
     cached = bon_dir / "candidates.jsonl"
     if cached.exists():
-        bon = evaluate_bon(prm, bon_dir, candidates=cached, quiet=quiet)
+        bon = evaluate_bon(prm, bon_dir, candidates=cached, quiet=quiet, force=True)
     else:
         bon_problems = [{**row, "question_id": row["id"]}
                         for row in map(to_input_row, generate(size.bon_problems, "test", 12))]
         bon = evaluate_bon(prm, bon_dir, problems=bon_problems, samples=size.bon_samples, temperature=0.8,
-                           max_tokens=300, quiet=quiet)
+                           max_tokens=300, quiet=quiet, force=True)
 
     filter_report = run.read_report("filter") or {}
     rule = filter_report.get("details", {}).get("rule", "mc")

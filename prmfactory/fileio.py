@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 from pathlib import Path
 
 
@@ -38,3 +39,25 @@ def sha256_file(path: Path) -> str:
 
 def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def replace_folder(new: Path, target: Path, replacing: bool) -> None:
+    """Make the finished folder ``new`` (beside ``target``) the ``target``, by renames.
+
+    ``replacing``: ``target`` holds an earlier output, checked by the caller to hold only files that
+    its command wrote; it is renamed away first and deleted only once ``new`` is in place (put back if
+    that fails). Otherwise ``target`` is absent or an empty folder.
+    """
+    old = target.with_name(f".{target.name}.replaced-{os.getpid()}") if replacing else None
+    if old is not None:
+        os.replace(target, old)
+    elif target.exists():
+        target.rmdir()
+    try:
+        os.replace(new, target)
+    except OSError:
+        if old is not None:
+            os.replace(old, target)
+        raise
+    if old is not None:
+        shutil.rmtree(old)

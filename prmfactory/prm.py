@@ -256,6 +256,24 @@ def scorer_factory(kind: str, backend: str, dtype: str = "float32") -> Callable[
     return factory
 
 
+_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def _require_model_files(path: Path, meta: PRMMeta) -> None:
+    """A prmfactory PRM folder must hold its model (and a probe PRM its probe): a half-copied folder is one line,
+    never a transformers stack or, worse, a probe scored with an untrained head."""
+    from prmfactory.likelihood_probe import PROBE_FILE
+
+    missing = [] if (path / "config.json").is_file() else ["config.json"]
+    if not any((path / name).is_file() for name in _WEIGHTS):
+        missing.append("the model's weights (model.safetensors)")
+    if meta.head == "probe" and not (path / PROBE_FILE).is_file():
+        missing.append(PROBE_FILE)
+    if missing:
+        raise UsageError(f"{path}: a PRM folder without {', '.join(missing)}; copy the whole folder, or train it "
+                         "again (`prmfactory train-prm ... --force`)")
+
+
 class PRM:
     """A trained process reward model: one score in [0, 1] per step (P(step is correct))."""
 
@@ -278,6 +296,7 @@ class PRM:
             scorer = PUBLIC_SCORERS[format](path, **options)
             return cls(path, scorer.meta, scorer, format)
         meta = PRMMeta.load(path)
+        _require_model_files(path, meta)
         factory = scorer_factory(meta.kind, backend, options.get("dtype", "float32"))
         return cls(path, meta, factory(path, meta, **options))
 

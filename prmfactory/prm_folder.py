@@ -22,7 +22,7 @@ class PRMMeta:
     """What ``prm.json`` records about a trained PRM."""
 
     kind: Literal["discriminative", "generative"]
-    head: str = "token"  # discriminative: "token" (classifier at each separator) or "probe" (prmfactory.likelihood_probe)
+    head: Literal["token", "probe"] = "token"  # discriminative: "token" (classifier at each separator) or "probe" (prmfactory.likelihood_probe)
     segmentation: str = "blank_line"
     max_length: int = 1024
     base: str = ""
@@ -39,9 +39,19 @@ class PRMMeta:
         if not meta_path.is_file():
             raise UsageError(f"{path}: not a PRM folder (no {META_FILE}; train one with `prmfactory train-prm`)")
         try:
-            return cls(**json.loads(meta_path.read_text(encoding="utf-8")))
-        except (TypeError, json.JSONDecodeError) as exc:
+            data = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise UsageError(f"{meta_path}: invalid PRM metadata: {exc}") from exc
+        if not isinstance(data, dict):
+            raise UsageError(f"{meta_path}: invalid PRM metadata: expected a JSON object, got {type(data).__name__}")
+        from pydantic import TypeAdapter, ValidationError
+
+        from prmfactory.config import format_validation_error
+
+        try:
+            return TypeAdapter(cls).validate_python(data)
+        except ValidationError as exc:
+            raise UsageError(format_validation_error(exc, f"{meta_path}: invalid PRM metadata")) from exc
 
     def save(self, path: Path) -> None:
         from dataclasses import asdict

@@ -275,6 +275,7 @@ def import_dataset(source: str, input: Path, output: Path, *, neutral_is_correct
 
     from prmfactory import schemas
     from prmfactory.eval.processbench import json_records
+    from prmfactory.fileio import replace_folder
     from prmfactory.inputs import derive_id, read_input_bytes
     from prmfactory.progress import stage_progress
 
@@ -351,7 +352,7 @@ def import_dataset(source: str, input: Path, output: Path, *, neutral_is_correct
         report["seconds"] = round(time.monotonic() - started, 2)
         (partial / REPORT_FILE).write_text(json.dumps(report, indent=1), encoding="utf-8")
         (partial / LOG_FILE).write_text(_log(report), encoding="utf-8")
-        _swap_in(partial, output, replacing)
+        replace_folder(partial, output, replacing)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     if not rows:
@@ -359,27 +360,6 @@ def import_dataset(source: str, input: Path, output: Path, *, neutral_is_correct
         raise UsageError(f"{input}: no row could be imported as {source} ({len(rejects)} rejected; first: {first}); "
                          f"see {output / REJECTS_FILE}")
     return report
-
-
-def _swap_in(partial: Path, output: Path, replacing: bool) -> None:
-    """Make the finished folder ``partial`` the output: an earlier import is renamed away first and deleted
-    only once the new one is in place (it holds only files that import wrote: :func:`_check_output`)."""
-    import os
-    import shutil
-
-    old = output.with_name(f".{output.name}.replaced-{os.getpid()}") if replacing else None
-    if old is not None:
-        os.replace(output, old)
-    elif output.exists():
-        output.rmdir()  # new or empty (checked)
-    try:
-        os.replace(partial, output)
-    except OSError:
-        if old is not None:
-            os.replace(old, output)
-        raise
-    if old is not None:
-        shutil.rmtree(old)
 
 
 def _count_lines(file: Path) -> int:

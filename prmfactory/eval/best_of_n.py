@@ -119,13 +119,16 @@ def read_candidates(path: Path) -> tuple[list[dict[str, Any]], list[list[Candida
 def evaluate_bon(prm_path: Path, output: Path, *, problems: Sequence[Mapping[str, Any]] | None = None,
                  candidates: Path | None = None, samples: int = 16, policy: str = "toy", temperature: float = 0.8,
                  max_tokens: int = 512, backend: str = "transformers", limit: int | None = None, seed: int = 0,
-                 quiet: bool = False, prm_format: str = "auto") -> dict[str, Any]:
+                 quiet: bool = False, prm_format: str = "auto", force: bool = False) -> dict[str, Any]:
     """Sample (or reread) candidates, rerank them with the PRM, write results and record them in its card
-    (a PRM of a public format has no card of ours: its folder is left as it is)."""
+    (a PRM of a public format has no card of ours: its folder is left as it is). ``output``: new, empty or,
+    with ``force``, an earlier Best-of-N output (:mod:`prmfactory.eval.output`), written whole or not at all."""
+    from prmfactory.eval.output import check_output, eval_output
     from prmfactory.prm import PRM, score_with_progress
     from prmfactory.prm_folder import record_eval
     from prmfactory.prm_formats import OWN_FORMAT, step_segmentation
 
+    check_output(output, "bon", force)  # before minutes of sampling
     if candidates is not None:
         problems, sampled = read_candidates(candidates)
         problems, sampled = problems[:limit], sampled[:limit]
@@ -148,8 +151,9 @@ def evaluate_bon(prm_path: Path, output: Path, *, problems: Sequence[Mapping[str
         scores.append(flat[position:position + len(group)])
         position += len(group)
     result = bon_metrics(sampled, scores)
-    write_candidates(output / "candidates.jsonl", problems, sampled, scores)
-    write_results(result, output, f"Best-of-N: {prm_path.name}")
+    with eval_output(output, "bon", force=force) as folder:
+        write_candidates(folder / "candidates.jsonl", problems, sampled, scores)
+        write_results(result, folder, f"Best-of-N: {prm_path.name}")
     n = result["samples"]
     if prm.format == OWN_FORMAT:
         record_eval(prm_path, f"best_of_{n}", {method: curve[n] for method, curve in result["curves"].items()})

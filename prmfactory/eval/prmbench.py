@@ -256,31 +256,35 @@ def score_samples(prm, samples: Sequence[Sample], output: Path, *, quiet: bool =
 
 def evaluate(data: Sequence[Path], output: Path, *, prm_path: Path | None = None, predictions: Path | None = None,
              threshold: float = 0.5, backend: str = "transformers", dtype: str = "float32", prm_format: str = "auto",
-             quiet: bool = False) -> dict[str, Any]:
-    """PRMBench on a PRM (scored here, predictions written) or on a predictions file; metrics written;
+             quiet: bool = False, force: bool = False) -> dict[str, Any]:
+    """PRMBench on a PRM (scored here, predictions written) or on a predictions file; metrics written
+    (``output``: new, empty or, with ``force``, an earlier PRMBench output; :mod:`prmfactory.eval.output`);
     the headline numbers recorded in the PRM's card when it is a prmfactory PRM."""
+    from prmfactory.eval.output import eval_output
+
     samples = load_samples(data)
     title = f"PRMBench: {(prm_path or predictions).name}"
     prm = None
-    if prm_path is not None:
-        from prmfactory.prm import PRM
+    with eval_output(output, "prmbench", force=force) as folder:
+        if prm_path is not None:
+            from prmfactory.prm import PRM
 
-        prm = PRM.from_pretrained(prm_path, backend=backend, dtype=dtype, format=prm_format)
-        try:
-            predictions = score_samples(prm, samples, output, quiet=quiet)
-        finally:
-            prm.close()
-    result = {**prmbench_metrics(samples, read_predictions(predictions, samples, threshold)), "threshold": threshold,
-              "data": [str(p) for p in data]}
-    if prm is not None:
-        from prmfactory.prm_folder import record_eval
-        from prmfactory.prm_formats import OWN_FORMAT
+            prm = PRM.from_pretrained(prm_path, backend=backend, dtype=dtype, format=prm_format)
+            try:
+                predictions = score_samples(prm, samples, folder, quiet=quiet)
+            finally:
+                prm.close()
+        result = {**prmbench_metrics(samples, read_predictions(predictions, samples, threshold)),
+                  "threshold": threshold, "data": [str(p) for p in data]}
+        if prm is not None:
+            from prmfactory.prm_folder import record_eval
+            from prmfactory.prm_formats import OWN_FORMAT
 
-        result["prm_format"] = prm.format
-        if prm.format == OWN_FORMAT:
-            record_eval(prm_path, f"prmbench:{data[0].name}", {"prm_score": result["overall"]["prm_score"], **{
-                f"{name}_prm_score": c["prm_score"] for name, c in result["categories"].items()}})
-    write_results(result, output, title)
+            result["prm_format"] = prm.format
+            if prm.format == OWN_FORMAT:
+                record_eval(prm_path, f"prmbench:{data[0].name}", {"prm_score": result["overall"]["prm_score"], **{
+                    f"{name}_prm_score": c["prm_score"] for name, c in result["categories"].items()}})
+        write_results(result, folder, title)
     return result
 
 

@@ -84,6 +84,9 @@ def load_splits(path: Path) -> dict[str, list[dict[str, Any]]]:
                 raise UsageError(f"{where}: field 'id': duplicate id {record['id']!r} (first in {first_seen[record['id']]})")
             first_seen[record["id"]] = where
             records.append(record)
+        if not records:
+            raise UsageError(f"{file}: no records (an empty split would count as F1 0 in the average); remove the "
+                             "file or give it records")
         labelled = sum(r["label"] is not None for r in records)
         if 0 < labelled < len(records):
             unlabelled = next(i for i, r in enumerate(records) if r["label"] is None)
@@ -192,6 +195,12 @@ def check_calibration_split(splits: Mapping[str, Sequence[dict[str, Any]]], on: 
         raise UsageError(f"--calibrate-on {on}: not a split of the data (splits: {', '.join(splits)})")
     if len(splits) < 2:
         raise UsageError(f"--calibrate-on {on}: the data has no other split to report with the chosen threshold")
+    labels = [r.get("label") for r in splits[on]]
+    for kind, present in (("erroneous", any(l is not None and l != -1 for l in labels)),
+                          ("correct", any(l == -1 for l in labels))):
+        if not present:
+            raise UsageError(f"--calibrate-on {on}: the split has no {kind} samples, so every threshold scores the same "
+                             "F1 there and none can be chosen; calibrate on a split that has both")
 
 
 def calibrated_metrics(splits: Mapping[str, Sequence[dict[str, Any]]], predictions: Path, on: str) -> dict[str, Any]:
@@ -228,28 +237,43 @@ def score_splits(prm, splits: Mapping[str, Sequence[dict[str, Any]]], output: Pa
 
 def evaluate_prm(prm_path: Path, data: Path, output: Path, *, threshold: float = 0.5, backend: str = "transformers",
                  dtype: str = "float32", quiet: bool = False, calibrate_on: str | None = None,
-                 prm_format: str = "auto") -> dict[str, Any]:
+                 prm_format: str = "auto", force: bool = False) -> dict[str, Any]:
     """Score ProcessBench files with a PRM; write predictions and metrics; record them in its card.
+
+    ``output`` must be new, empty or (with ``force``) an earlier output of this evaluation
+    (:mod:`prmfactory.eval.output`); it is written whole or not at all.
 
     With ``calibrate_on`` the threshold is chosen on that split, the others are reported with it, and
     the PRM folder keeps it (``prm.json``), so ``serve`` and the RL adapters flag first errors with it.
     A PRM of a public format (``prm_format``) has no ``prm.json``: its folder is left as it is.
     """
+    from prmfactory.eval.output import eval_output
     from prmfactory.prm import PRM
-    from prmfactory.prm_folder import PRMMeta, record_eval
-    from prmfactory.prm_formats import OWN_FORMAT
 
     splits = load_splits(data)
     if calibrate_on is not None:
         check_calibration_split(splits, calibrate_on)
-    prm = PRM.from_pretrained(prm_path, backend=backend, dtype=dtype, format=prm_format)
-    try:
-        predictions = score_splits(prm, splits, output, threshold, quiet=quiet)
-    finally:
-        prm.close()
-    own = prm.format == OWN_FORMAT
+    with eval_output(output, "processbench", force=force) as folder:
+        prm = PRM.from_pretrained(prm_path, backend=backend, dtype=dtype, format=prm_format)
+        try:
+            predictions = score_splits(prm, splits, folder, threshold, quiet=quiet)
+        finally:
+            prm.close()
+        result = _prm_metrics(prm_path, prm.format, data, splits, predictions, folder, calibrate_on)
+        write_results(result, folder, f"ProcessBench: {prm_path.name} ({prm.format})")
+    return result
+
+
+def _prm_metrics(prm_path: Path, prm_format: str, data: Path, splits: Mapping[str, Sequence[dict[str, Any]]],
+                 predictions: Mapping[Any, int], folder: Path, calibrate_on: str | None) -> dict[str, Any]:
+    """The metrics of a scored PRM; with ``calibrate_on`` its threshold chosen there and kept in its prm.json,
+    and the result recorded in its card (a prmfactory PRM; a public-format folder is left as it is)."""
+    from prmfactory.prm_folder import PRMMeta, record_eval
+    from prmfactory.prm_formats import OWN_FORMAT
+
+    own = prm_format == OWN_FORMAT
     if calibrate_on is not None:
-        result = calibrated_metrics(splits, output / "predictions.jsonl", calibrate_on)
+        result = calibrated_metrics(splits, folder / "predictions.jsonl", calibrate_on)
         if own:
             meta = PRMMeta.load(prm_path)
             meta.threshold = result["threshold"]
@@ -261,8 +285,7 @@ def evaluate_prm(prm_path: Path, data: Path, output: Path, *, threshold: float =
         record_eval(prm_path, f"processbench:{data.name}", {"average_f1": result["average_f1"], **{
             f"{name}_f1": split["f1"] for name, split in result["splits"].items()},
             **({"threshold": result["threshold"]} if calibrate_on is not None else {})})
-    result["prm_format"] = prm.format
-    write_results(result, output, f"ProcessBench: {prm_path.name} ({prm.format})")
+    result["prm_format"] = prm_format
     return result
 
 

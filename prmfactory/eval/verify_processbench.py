@@ -35,11 +35,15 @@ def flag_statistics(records: list[dict[str, Any]], predictions: dict[Any, int],
     }
 
 
-def verify_processbench(path: Path, output: Path, *, seconds_per_claim: float = 1.0, quiet: bool = False
-                        ) -> dict[str, Any]:
-    """Verify ProcessBench-format files; write predictions.jsonl and metrics.json to ``output``."""
+def verify_processbench(path: Path, output: Path, *, seconds_per_claim: float = 1.0, quiet: bool = False,
+                        force: bool = False) -> dict[str, Any]:
+    """Verify ProcessBench-format files; write predictions.jsonl and metrics.json to ``output`` (new, empty or,
+    with ``force``, an earlier output of this command: :mod:`prmfactory.eval.output`)."""
+    from prmfactory.eval.output import check_output, eval_output
+
     started = time.time()
     splits = load_splits(path)
+    check_output(output, "verify-processbench", force)
     predictions: dict[Any, int] = {}
     verdicts: dict[Any, list[StepVerdict]] = {}
     lines: list[str] = []
@@ -62,10 +66,10 @@ def verify_processbench(path: Path, output: Path, *, seconds_per_claim: float = 
                                      for name, records in splits.items()}
     result["claim_timeouts"] = verifier.timeouts
     result["wall_seconds"] = round(time.time() - started, 1)
-    output.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(output / "predictions.jsonl", "\n".join(lines) + "\n")
-    if labelled:
-        write_results(result, output, "prmfactory verify (tool flags) on ProcessBench")
-    else:
-        atomic_write_text(output / "metrics.json", json.dumps(result, indent=1))
+    with eval_output(output, "verify-processbench", force=force) as folder:
+        atomic_write_text(folder / "predictions.jsonl", "\n".join(lines) + "\n")
+        if labelled:
+            write_results(result, folder, "prmfactory verify (tool flags) on ProcessBench")
+        else:
+            atomic_write_text(folder / "metrics.json", json.dumps(result, indent=1))
     return result
