@@ -98,6 +98,8 @@ def _reason(exc: ValidationError) -> str:
 
 def check(data: Any, where: str, model: type[BaseModel] = Manifest) -> dict[str, Any]:
     """``data`` as read, once it has the shape of ``model``; else a one-line :class:`CorruptManifest`."""
+    if not isinstance(data, dict):
+        raise CorruptManifest(f"{where}: corrupt manifest: expected an object, got {type(data).__name__}")
     try:
         model.model_validate(data)
     except ValidationError as exc:

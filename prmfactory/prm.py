@@ -114,9 +114,10 @@ def score_encoded(model, encoded: Sequence["EncodedSolution"], pad_id: int, batc
 
     from prmfactory.train.discriminative import PadCollator
 
-    # Batches of similar length: padding every batch to its longest item is most of the cost otherwise.
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].input_ids))
-    results: list[list[float]] = [[] for _ in encoded]
+    # Batches of similar length: padding every batch to its longest item is most of the cost otherwise. An
+    # item without tokens (no steps, in a format that has no text without them) has nothing to run.
+    order = sorted((i for i in range(len(encoded)) if encoded[i].input_ids), key=lambda i: len(encoded[i].input_ids))
+    results: list[list[float]] = [_nan_padded([], item.steps_total) for item in encoded]
     for start in range(0, len(order), batch_size):
         chunk = order[start:start + batch_size]
         batch = PadCollator(pad_id)([{"input_ids": encoded[i].input_ids} for i in chunk])

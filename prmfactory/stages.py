@@ -25,9 +25,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
+from rich.markup import escape
 
 from prmfactory.config import StageConfig
 from prmfactory.errors import UsageError
+from prmfactory.progress import console
 from prmfactory.store import Lineage, Run, config_sha256, rerun_command
 
 if TYPE_CHECKING:
@@ -246,6 +248,9 @@ def execute(name: str, run: Run, config: StageConfig, *, force: bool = False,
         check_reachable(cluster.ray_address)
     with run.writing(), run.log_to_file(name) as log:
         ctx.log = log
+        for message in run.orphaned:
+            log.warning(message)
+            console.print(f"[yellow]warning:[/yellow] {escape(message)}", highlight=False, soft_wrap=True)
         try:
             stage.begin(ctx)
             if ctx.report.discarded:

@@ -210,6 +210,7 @@ class Run:
         self.files: RunFiles = run_files(root)
         self.root: Path | str = root if is_url(root) else Path(root)
         self._lock_handle: Any = None
+        self.orphaned: list[str] = []  # what the writer found unlisted and moved aside, for the runner to report
         # the manifest on an object store; on a local disk, read only in a run copied down from one
         self._log = CommitLog(self.files)
 
@@ -489,9 +490,9 @@ class Run:
                     if self.files.exists(target):
                         target = f"{self.ORPHANS}/{name}/{uuid.uuid4().hex[:8]}-{entry}"
                     self.files.move(relative, target)
-                    LOG.warning("%s: not listed in the manifest (left by an interrupted writer, or renamed); moved "
-                                "to %s — delete it if you do not need it", self.location(relative),
-                                self.location(target))
+                    self.orphaned.append(f"{self.location(relative)}: not listed in the manifest (left by an "
+                                         f"interrupted writer, or renamed by hand); moved to {self.location(target)} "
+                                         "— delete it if you do not need it")
 
     def _next_index(self, dataset: str) -> int:
         indices = [int(m.group(1)) for s in self.shards(dataset) if (m := _SHARD_NAME.match(Path(s["file"]).name))]
