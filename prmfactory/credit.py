@@ -40,6 +40,24 @@ class ScoredSteps:
     scores: list[float]
 
 
+class TokenRewards(float):
+    """A response's reward as one number (the sum) that carries its per-token placement (``tokens``).
+
+    verl 0.9's reward loop moves each sample's ``reward_score`` from its reward workers (Ray actors)
+    to the reward manager's ``assemble_rm_scores``, which builds the (batch, response) reward tensor,
+    and on its agent-loop path puts the number itself on the last token. A float that knows its
+    tokens serves both: the placement reaches ``assemble_rm_scores`` without a second PRM call, and
+    both paths give a row the same total. Pickles by value, so it crosses processes."""
+
+    def __new__(cls, tokens: Sequence[float]) -> "TokenRewards":
+        value = super().__new__(cls, math.fsum(tokens))
+        value.tokens = [float(t) for t in tokens]
+        return value
+
+    def __reduce__(self):
+        return TokenRewards, (self.tokens,)
+
+
 def _normalised(values: Sequence[Sequence[float]]) -> list[list[float]]:
     known = [v for row in values for v in row if not math.isnan(v)]
     if not known:

@@ -17,6 +17,7 @@ by :mod:`prmfactory.prm_formats` behind the same class (``format=``).
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
@@ -275,20 +276,34 @@ def _require_model_files(path: Path, meta: PRMMeta) -> None:
                          "again (`prmfactory train-prm ... --force`)")
 
 
+_LOADING = threading.Lock()  # transformers' loading patches global state (meta-device init): one load at a time
+
+
 class PRM:
-    """A trained process reward model: one score in [0, 1] per step (P(step is correct))."""
+    """A trained process reward model: one score in [0, 1] per step (P(step is correct)).
+
+    Safe to call from many threads (RL frameworks score rewards from thread pools): loads are
+    serialised process-wide and each PRM's scoring under its own lock, since a fast tokenizer used
+    from two threads at once fails ("Already borrowed"). For concurrent throughput, serve it:
+    ``prmfactory serve`` batches concurrent requests into one model call.
+    """
 
     def __init__(self, path: Path, meta: PRMMeta, scorer, format: str = "prmfactory"):
         self.path, self.meta, self.scorer, self.format = path, meta, scorer, format
         self.segmenter = Segmenter(meta.segmentation)
+        self._scoring = threading.Lock()
 
     @classmethod
     def from_pretrained(cls, path: str | Path, backend: str = "transformers", format: str = "auto",
                         **options) -> "PRM":
         """A PRM folder of ``format`` (:data:`prmfactory.prm_formats.PRM_FORMATS`; ``auto`` detects it)."""
+        with _LOADING:
+            return cls._load(Path(path), backend, format, **options)
+
+    @classmethod
+    def _load(cls, path: Path, backend: str, format: str, **options) -> "PRM":
         from prmfactory.prm_formats import OWN_FORMAT, PUBLIC_SCORERS, resolve_format
 
-        path = Path(path)
         format = resolve_format(path, format)
         if format != OWN_FORMAT:
             if backend != "transformers":
@@ -305,7 +320,8 @@ class PRM:
         return self.score_batch([(problem, steps)])[0]
 
     def score_batch(self, items: Sequence[Item]) -> list[list[float]]:
-        return self.scorer.score_batch(items)
+        with self._scoring:
+            return self.scorer.score_batch(items)
 
     def close(self) -> None:
         """Release the scorer's engine, if it runs one."""

@@ -10,11 +10,11 @@ TRL (``GRPOTrainer(reward_funcs=[...])``) — one scalar per completion; for per
 :class:`prmfactory.grpo.StepCreditGRPOTrainer`::
 
     from prmfactory.rl import grpo_reward
-    reward = grpo_reward("runs/demo/prm")                       # in process
+    reward = grpo_reward("runs/demo/run/prm")                   # in process
     reward = grpo_reward(url="http://127.0.0.1:8000")           # through the server
     trainer = GRPOTrainer(model=..., reward_funcs=[reward], ...)
 
-OpenRLHF (v0.10.2 and later: ``--reward.remote_url``; earlier ``--remote_rm_url``): the server's
+OpenRLHF (checked against 0.11.2; 0.10.2 and later take ``--reward.remote_url``, earlier ``--remote_rm_url``): the server's
 ``http://HOST:PORT/get_reward``, started with ``--policy-template POLICY`` so the policy's chat
 template is stripped from OpenRLHF's prompts (or ``--question-from label``). OpenRLHF sends no
 ``Authorization`` header: serve it keyless on loopback (the default without ``--api-key``), or use
@@ -22,14 +22,19 @@ the file route — a ``.py`` file containing ``from prmfactory.rl import openrlh
 reward_func`` given as the URL, with ``PRMFACTORY_PRM_URL`` + ``PRMFACTORY_API_KEY`` (or
 ``PRMFACTORY_PRM_PATH``) and ``PRMFACTORY_POLICY_TEMPLATE`` set: it calls the server with the key.
 
-verl — one score per response (``custom_reward_function``) or dense step rewards (a reward manager)::
+verl (checked against 0.9.1; verl ≥ 0.7.1 reads only the ``reward.`` keys, and since 0.9 the legacy
+top-level ``custom_reward_function`` / ``reward_model.reward_manager`` keys are ignored) — one score per
+response, or dense step rewards with the reward manager::
 
-    custom_reward_function: {path: /path/to/site-packages/prmfactory/rl.py, name: verl_compute_score}
-    reward_model:
-      reward_manager: {source: importlib, name: VerlPRMRewardManager,
-                       module: {path: /path/to/site-packages/prmfactory/rl.py}}
-    # env: PRMFACTORY_PRM_URL=http://127.0.0.1:8000 (or PRMFACTORY_PRM_PATH=runs/demo/prm);
+    reward.custom_reward_function.path=pkg://prmfactory.rl reward.custom_reward_function.name=verl_compute_score
+    # or, dense:
+    reward.reward_manager.source=importlib reward.reward_manager.name=VerlPRMRewardManager
+    reward.reward_manager.module.path=pkg://prmfactory.rl
+    # env: PRMFACTORY_PRM_URL=http://127.0.0.1:8000 (or PRMFACTORY_PRM_PATH=runs/demo/run/prm);
     # the problem is read from extra_info["question"] (or ["prompt"]); a response without one is refused.
+
+Every cached source loads once under a lock and an in-process PRM scores under its own lock, so the
+thread pools verl and OpenRLHF call these functions from get the single-threaded rewards.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ import json
 import logging
 import math
 import os
+import threading
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -102,7 +108,26 @@ def grpo_reward(prm: str | Path | None = None, *, url: Optional[str] = None, api
     return GRPOReward(reward_source(prm, url=url, api_key=api_key), aggregate)
 
 
-@functools.lru_cache(maxsize=1)
+def _loaded_once(load):
+    """``load()``'s value, computed once per process and under a lock.
+
+    verl's reward loop calls ``compute_score`` from a thread pool and OpenRLHF's file route runs
+    ``reward_func`` in ``asyncio.to_thread``, so the first calls arrive together: without the lock
+    each would load its own PRM at once (transformers' loading is not thread-safe), and the one kept
+    could be corrupt, silently, for every later reward. ``cache_clear`` forgets the value (tests)."""
+    lock = threading.Lock()
+    cached = functools.lru_cache(maxsize=1)(load)
+
+    @functools.wraps(load)
+    def get():
+        with lock:
+            return cached()
+
+    get.cache_clear = cached.cache_clear
+    return get
+
+
+@_loaded_once
 def _environment_source():
     """The reward source the environment names (verl and OpenRLHF call plain functions)."""
     url, path = os.environ.get("PRMFACTORY_PRM_URL"), os.environ.get("PRMFACTORY_PRM_PATH")
@@ -157,45 +182,96 @@ def dense_step_rewards(source, tokenizer, problems: Sequence[str], response_ids:
     return dense
 
 
-class VerlPRMRewardManager:
-    """A verl reward manager with dense PRM rewards: each step's score on its last response token.
+VERL_CHECKED = "0.9.1"  # the verl version whose reward loop these adapters were driven with (tests/test_rl_clients.py)
 
-    verl's contract (``verl/workers/reward_manager/naive.py`` at b178a3c): built with ``tokenizer``,
-    ``num_examine``, ``compute_score`` and ``reward_fn_key``; called with a ``DataProto`` whose items
-    hold ``prompts``, ``responses`` and ``attention_mask`` tensors and ``extra_info``; returns a
-    ``(batch, response_length)`` reward tensor (or ``{"reward_tensor", "reward_extra_info"}``).
-    Load it with ``reward_model.reward_manager.source=importlib``, ``.name=VerlPRMRewardManager`` and
-    ``.module.path=.../prmfactory/rl.py``; the PRM comes from ``PRMFACTORY_PRM_URL`` or ``PRMFACTORY_PRM_PATH``.
+
+def check_verl_config(config: Any) -> None:
+    """Refuse a verl configuration that would build the reward manager and never call it; warn about the
+    legacy top-level keys that verl ≥ 0.9 no longer reads (verl PR #6710), which would leave a user
+    training with verl's rule-based scorer instead of the PRM without a word."""
+    if config is None:
+        return
+    reward = config.get("reward") or {}
+    if (reward.get("reward_model") or {}).get("enable") and not (reward.get("custom_reward_function") or {}).get("path"):
+        raise ValueError("verl config: reward.reward_model.enable is true and reward.custom_reward_function.path is "
+                         "unset, so verl scores with its own reward model and never calls VerlPRMRewardManager; set "
+                         "reward.reward_model.enable=false")
+    legacy = {"custom_reward_function.path": (config.get("custom_reward_function") or {}).get("path"),
+              "reward_model.reward_manager": (config.get("reward_model") or {}).get("reward_manager"),
+              "reward_model.reward_loop_source": (config.get("reward_model") or {}).get("reward_loop_source")}
+    ignored = [key for key, value in legacy.items() if value is not None]
+    if ignored:
+        logger.warning("verl config sets %s: verl >= 0.9 ignores these legacy keys; use the reward.* keys "
+                       "(reward.custom_reward_function.*, reward.reward_manager.*)", ", ".join(ignored))
+
+
+class VerlPRMRewardManager:
+    """A verl reward manager with dense PRM rewards: each step's score on the last response token of that step.
+
+    The contract is verl 0.9's reward loop (``verl/experimental/reward_loop``: ``reward_loop.py`` and
+    ``reward_manager/base.py`` at v0.9.1): each reward worker builds the manager as
+    ``cls(config=, tokenizer=, compute_score=, reward_router_address=, reward_model_tokenizer=)`` and awaits
+    ``run_single(data)`` for one sample, which returns ``{"reward_score": float, "reward_extra_info": dict}``;
+    the trainer's reward-loop manager then calls the class's ``assemble_rm_scores(data, scores)`` for the
+    ``(batch, response_length)`` reward tensor. ``reward_score`` here is a :class:`~prmfactory.credit.TokenRewards`:
+    the sum of the step scores, carrying where each goes, so ``assemble_rm_scores`` places every step's
+    score on its last token — token-level estimators (GAE, REINFORCE++) get dense step rewards, GRPO-style
+    ones (which sum a row) the sum; on verl's agent-loop path, which puts ``reward_score`` on the last token
+    itself, a row gets the same sum. Configure it with the ``reward.`` keys (verl ≥ 0.7.1; the legacy
+    top-level keys are ignored since 0.9)::
+
+        reward.reward_manager.source=importlib reward.reward_manager.name=VerlPRMRewardManager
+        reward.reward_manager.module.path=pkg://prmfactory.rl
+
+    The PRM comes from ``PRMFACTORY_PRM_URL`` (a server) or ``PRMFACTORY_PRM_PATH`` (loaded once per worker);
+    the problem from ``extra_info["question"]`` (or ``["prompt"]``).
     """
 
-    def __init__(self, tokenizer, num_examine: int = 0, compute_score=None, reward_fn_key: str = "data_source",
-                 **kwargs):
+    def __init__(self, config: Any = None, tokenizer: Any = None, compute_score: Any = None,
+                 reward_router_address: Optional[str] = None, reward_model_tokenizer: Any = None, **kwargs):
+        if tokenizer is None:
+            raise ValueError("VerlPRMRewardManager needs the policy's tokenizer (verl passes it as tokenizer=)")
+        check_verl_config(config)
         self.tokenizer = tokenizer
 
-    def __call__(self, data, return_dict: bool = False):
+    async def run_single(self, data) -> dict[str, Any]:
+        import asyncio
+
+        from prmfactory.credit import TokenRewards
+
+        item = data[len(data) - 1]  # a multi-sequence sample is scored on its last sequence, as verl's own managers do
+        responses = item.batch["responses"]
+        length = int(item.batch["attention_mask"][-responses.shape[-1]:].sum())
+        problem = _verl_problem(item.non_tensor_batch.get("extra_info"), "VerlPRMRewardManager")
+        ids = responses[:length].tolist()
+        tokens = (await asyncio.to_thread(lambda: dense_step_rewards(_environment_source(), self.tokenizer,
+                                                                     [problem], [ids])))[0]
+        reward = TokenRewards(tokens)
+        return {"reward_score": reward, "reward_extra_info": {"prm_step_sum": float(reward),
+                                                              "prm_steps": sum(1 for v in tokens if v)}}
+
+    @classmethod
+    def assemble_rm_scores(cls, data, scores: Sequence[float]):
+        """The (batch, response_length) reward tensor: each sample's step scores where its steps end (a plain
+        scalar, from another manager, on its last response token as verl's default puts it)."""
         import torch
 
-        reward = torch.zeros_like(data.batch["responses"], dtype=torch.float32)
-        problems, response_ids = [], []
-        for index in range(len(data)):
-            item = data[index]
-            prompt_length = item.batch["prompts"].shape[-1]
-            length = int(item.batch["attention_mask"][prompt_length:].sum())
-            response_ids.append(item.batch["responses"][:length].tolist())
-            problems.append(_verl_problem(item.non_tensor_batch.get("extra_info"), f"VerlPRMRewardManager: item {index}"))
-        dense = dense_step_rewards(_environment_source(), self.tokenizer, problems, response_ids)
-        for index, row in enumerate(dense):
-            reward[index, :len(row)] = torch.tensor(row, dtype=torch.float32)
-        if not return_dict:
-            return reward
-        return {"reward_tensor": reward, "reward_extra_info": {
-            "prm_steps": [sum(1 for v in row if v) for row in dense]}}
+        responses = data.batch["responses"]
+        lengths = data.batch["attention_mask"][:, data.batch["prompts"].size(1):].sum(dim=1)
+        reward = torch.zeros_like(responses, dtype=torch.float32)
+        for row, score in enumerate(scores):
+            tokens = getattr(score, "tokens", None)
+            if tokens is None:
+                reward[row, int(lengths[row]) - 1] = float(score)
+            else:
+                reward[row, :len(tokens)] = torch.tensor(tokens, dtype=torch.float32)
+        return reward
 
 
 class OpenRLHFQueries:
     """What OpenRLHF sends, turned back into (problem, response).
 
-    OpenRLHF (``openrlhf/utils/agent.py`` at 3c3be62, ``SingleTurnAgentExecutor``) posts
+    OpenRLHF (``openrlhf/utils/agent.py`` in 0.11.2, ``SingleTurnAgentExecutor``) posts
     ``{"query": [decode(prompt_ids + response_ids, skip_special_tokens=False)], "prompts": [prompt],
     "labels": [label]}`` with no header, where ``prompt`` already carries the policy's chat template and
     the prompt ids may have been cut from the left to fit ``max_len``. So: the problem is the prompt
@@ -253,7 +329,7 @@ class OpenRLHFQueries:
         return ([self.problem(p, l) for p, l in zip(prompts, labels)], [r for r, _ in pairs], [m for _, m in pairs])
 
 
-@functools.lru_cache(maxsize=1)
+@_loaded_once
 def _environment_queries() -> OpenRLHFQueries:
     return OpenRLHFQueries(os.environ.get("PRMFACTORY_POLICY_TEMPLATE"), os.environ.get("PRMFACTORY_QUESTION_FROM", "prompt"))
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
 from pathlib import Path
+from typing import Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -140,3 +142,32 @@ def write_numbered_problems(path: Path, count: int, text: str = "Problem q{i}?")
 def numbered_problems(tmp_path):
     """Ten problems ``q0`` … ``q9`` ("Problem q3?")."""
     return write_numbered_problems(tmp_path / "problems.jsonl", 10)
+
+
+@contextlib.contextmanager
+def serving(app) -> Iterator[str]:
+    """A FastAPI app under a real uvicorn server on a free 127.0.0.1 port, in a thread; yields its URL.
+
+    For clients that need a socket (aiohttp, disconnecting httpx clients) without a second process."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not server.started:
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise RuntimeError("the test server did not start")
+            time.sleep(0.02)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -13,7 +13,6 @@ import asyncio
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -28,7 +27,7 @@ from prmfactory.prm import PRM
 from prmfactory.prm_folder import PRMMeta
 from prmfactory.serve.app import create_app
 from prmfactory.store import Run
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, serving
 from tests.test_bad_input import PB_GOOD, assert_one_line_error, built_run, invoke, run_copy, tree_hash  # noqa: F401
 
 
@@ -302,30 +301,13 @@ def test_items_and_steps_per_request_are_capped(tmp_path):
     assert fine.status_code == 200
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_abandoned_requests_are_withdrawn_and_do_not_delay_the_next_one(tmp_path):
     """Three clients send 480 items each and give up; the next 1-item request waits for one batch at most."""
     import httpx
-    import uvicorn
 
     batch_seconds, max_batch = 0.1, 16
     scorer = _Scorer(batch_seconds)
-    server = uvicorn.Server(uvicorn.Config(create_app(_fake_prm(tmp_path, scorer), max_batch=max_batch),
-                                           host="127.0.0.1", port=_free_port(), log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{server.config.port}"
-    try:
-        for _ in range(100):
-            if server.started:
-                break
-            time.sleep(0.05)
-
+    with serving(create_app(_fake_prm(tmp_path, scorer), max_batch=max_batch)) as url:
         async def abandon():
             async with httpx.AsyncClient() as client:
                 async def one():
@@ -340,9 +322,6 @@ def test_abandoned_requests_are_withdrawn_and_do_not_delay_the_next_one(tmp_path
         started = time.monotonic()
         reply = httpx.post(f"{url}/v1/prm/score", json=_items(["a"]), timeout=30)
         waited = time.monotonic() - started
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
     assert reply.status_code == 200
     # Not withdrawn, the 1,440 queued items would take 90 batches (9 s); one batch in flight is 0.1 s.
     assert waited < 5 * batch_seconds + 0.5, (waited, scorer.calls)
