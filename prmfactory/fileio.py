@@ -61,3 +61,17 @@ def replace_folder(new: Path, target: Path, replacing: bool) -> None:
         raise
     if old is not None:
         shutil.rmtree(old)
+
+
+def output_folder_names(output: Path) -> list[str]:
+    """The names in an ``--output`` folder ([] when it is new or empty); a one-line error when it is not a folder.
+
+    Commands that replace an earlier output of their own (import, eval) check the names against what
+    they wrote before anything is written."""
+    from prmfactory.errors import UsageError
+
+    if not output.exists():
+        return []
+    if not output.is_dir():
+        raise UsageError(f"--output {output}: exists and is not a folder")
+    return sorted(p.name for p in output.iterdir())

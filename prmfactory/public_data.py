@@ -242,11 +242,9 @@ def _earlier_import(output: Path) -> list[str] | None:
 def _check_output(output: Path, force: bool) -> bool:
     """The output must be new, empty or (with ``force``) an earlier import holding only the files it wrote;
     True when there is an earlier import to replace."""
-    if not output.exists():
-        return False
-    if not output.is_dir():
-        raise UsageError(f"--output {output}: exists and is not a folder")
-    present = sorted(p.name for p in output.iterdir())
+    from prmfactory.fileio import output_folder_names
+
+    present = output_folder_names(output)
     if not present:
         return False
     written = _earlier_import(output)

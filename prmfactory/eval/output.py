@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Iterator
 
 from prmfactory.errors import UsageError
-from prmfactory.fileio import replace_folder
+from prmfactory.fileio import output_folder_names, replace_folder
 
 MARKER = ".prmfactory-eval.json"
 
@@ -68,11 +68,7 @@ def check_output(output: Path, kind: str, force: bool) -> bool:
     """Refuse an ``output`` that is not new, empty or an earlier output of ``kind`` (that one only with
     ``force``); True when there is an earlier output to replace."""
     spec = EVALS[kind]
-    if not output.exists():
-        return False
-    if not output.is_dir():
-        raise UsageError(f"--output {output}: exists and is not a folder")
-    names = sorted(p.name for p in output.iterdir())
+    names = output_folder_names(output)
     if not names:
         return False
     if not _is_earlier_output(output, names, kind):
