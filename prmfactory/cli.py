@@ -289,6 +289,10 @@ def eval_processbench(
     backend: BackendOpt = "transformers",
     prm_format: PrmFormatOpt = "auto",
     dtype: PrmDtypeOpt = "float32",
+    on_too_long: Annotated[str, typer.Option(help="A solution longer than the PRM's context: truncate (score the "
+                                                  "steps that fit; the rest are never the first error), skip (leave "
+                                                  "it out of the metrics) or error. What was not scored is always "
+                                                  "printed and written to metrics.json / metrics.md.")] = "truncate",
     force: EvalForceOpt = False,
     quiet: opt.QuietOpt = False,
 ) -> None:
@@ -303,7 +307,8 @@ def eval_processbench(
     fixed = _threshold_value(threshold, calibrate_on)
     if prm is not None:
         result = evaluate_prm(prm, data, output, threshold=fixed if fixed is not None else 0.5, backend=backend,
-                              dtype=dtype, quiet=quiet, calibrate_on=calibrate_on, prm_format=prm_format, force=force)
+                              dtype=dtype, quiet=quiet, calibrate_on=calibrate_on, prm_format=prm_format, force=force,
+                              on_too_long=on_too_long)
     else:
         from prmfactory.eval.output import eval_output
 
@@ -425,6 +430,7 @@ def serve(
                                                                "is stripped so the PRM sees the raw problem.")] = None,
     question_from: Annotated[str, typer.Option(help="OpenRLHF /get_reward: the problem is the `prompt` (template "
                                                     "stripped) or the `label` (a raw-question label column).")] = "prompt",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No request log (one line per request otherwise).")] = False,
 ) -> None:
     """Serve a PRM over HTTP for online RL: /v1/prm/score, OpenRLHF's /get_reward, /v1/models, /health."""
     import uvicorn
@@ -445,10 +451,16 @@ def serve(
     from prmfactory.rl import OpenRLHFQueries
 
     openrlhf = OpenRLHFQueries(policy_template, question_from)  # checks --question-from before the PRM loads
-    app_ = create_app(PRM.from_pretrained(prm, backend=backend, format=prm_format), api_key=api_key, max_body_bytes=int(max_body_mb * 1e6),
+    loaded = PRM.from_pretrained(prm, backend=backend, format=prm_format)
+    app_ = create_app(loaded, api_key=api_key, max_body_bytes=int(max_body_mb * 1e6),
                       max_batch=max_batch, reward_aggregate=aggregate, threshold=threshold, openrlhf=openrlhf,
                       max_items=max_items, max_steps=max_steps)
-    uvicorn.run(app_, host=host, port=port, log_level="warning")
+    where = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+    console.print(f"serving {prm} ({loaded.format}, first-error threshold "
+                  f"{loaded.threshold if threshold is None else threshold}) on {where}: POST /v1/prm/score, "
+                  f"POST /get_reward, GET /v1/models, GET /health{' (bearer token required)' if api_key else ''}",
+                  highlight=False, soft_wrap=True)
+    uvicorn.run(app_, host=host, port=port, log_level="warning" if quiet else "info", access_log=not quiet)
 
 
 @app.command()

@@ -122,3 +122,37 @@ def test_a_calibrated_threshold_is_kept_in_the_prm_and_used_by_serve_and_rl(tmp_
     assert reward.first_error == first_below(scores, prm.threshold)
     with TestClient(create_app(prm)) as client:
         assert client.get("/v1/models").json()["data"][0]["threshold"] == prm.threshold
+
+
+@pytest.mark.parametrize("choice", ["truncate", "skip", "error"])
+def test_a_solution_longer_than_the_prm_is_counted_and_handled_as_chosen(tmp_path, discriminative_prm, choice):
+    from tests.test_bad_input import assert_one_line_error, invoke
+
+    prm = discriminative_prm[0]
+    data = tmp_path / "pb"
+    data.mkdir()
+    long_steps = [f"Step {i}: " + "12 + 30 = 42 and 42 - 30 = 12. " * 12 for i in range(20)]  # far past max_length
+    records = [{"id": "short", "problem": "What is 1 + 1?", "steps": ["1 + 1 = 2", "The answer is 2."], "label": -1},
+               {"id": "wrong", "problem": "What is 1 + 1?", "steps": ["1 + 1 = 3", "The answer is 3."], "label": 0},
+               {"id": "long", "problem": "What is 12 + 30?", "steps": long_steps, "label": -1}]
+    (data / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    output = tmp_path / "out"
+    result = invoke("eval", "processbench", "--prm", prm, "--data", data, "--output", output, "--on-too-long", choice,
+                    "--quiet")
+    if choice == "error":
+        assert_one_line_error(result, 2, "'long'", "longer than the PRM's context", "--on-too-long")
+        assert not output.exists()
+        return
+    assert result.exit_code == 0, result.output
+    metrics_json = json.loads((output / "metrics.json").read_text())
+    unscored = metrics_json["unscored"]
+    assert unscored["solutions"] == 1 and 0 < unscored["steps"] < len(long_steps) and unscored["on_too_long"] == choice
+    assert unscored["total_steps"] == len(long_steps) + 4 and unscored["splits"]["test"]["solutions"] == 1
+    for text in (result.output, (output / "metrics.md").read_text()):
+        assert f"Not scored: {unscored['steps']} of {unscored['total_steps']} steps" in text
+        assert "in 1 of 3 solutions" in text
+    assert metrics_json["splits"]["test"]["n"] == (2 if choice == "skip" else 3)
+    predicted = {json.loads(line)["id"] for line in (output / "predictions.jsonl").read_text().splitlines()}
+    assert predicted == ({"short", "wrong"} if choice == "skip" else {"short", "wrong", "long"})
+    if choice == "skip":
+        assert json.loads((output / "skipped.jsonl").read_text())["id"] == "long"

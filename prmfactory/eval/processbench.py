@@ -213,31 +213,93 @@ def calibrated_metrics(splits: Mapping[str, Sequence[dict[str, Any]]], predictio
                                                               "candidates": list(THRESHOLDS)}}
 
 
-def score_splits(prm, splits: Mapping[str, Sequence[dict[str, Any]]], output: Path, threshold: float = 0.5,
-                 *, quiet: bool = False) -> dict[Any, int]:
-    """Score every record with a PRM; write ``predictions.jsonl`` (id, split, step_scores, prediction)."""
-    from prmfactory.prm import score_with_progress
-    from prmfactory.fileio import atomic_write_text
+ON_TOO_LONG = ("truncate", "skip", "error")
 
+
+def score_splits(prm, splits: Mapping[str, Sequence[dict[str, Any]]], output: Path, threshold: float = 0.5,
+                 *, quiet: bool = False, on_too_long: str = "truncate"
+                 ) -> tuple[dict[str, list[dict[str, Any]]], dict[Any, int], dict[str, Any]]:
+    """Score every record with a PRM; write ``predictions.jsonl`` (id, split, step_scores, prediction).
+
+    A step past the PRM's context (``max_length`` tokens) gets no score. ``on_too_long`` says what
+    happens to a solution with such steps: ``truncate`` scores what fits (an unscored step is never the
+    first error), ``skip`` leaves the solution out of the metrics (listed in ``skipped.jsonl``), ``error``
+    stops at the first one. Returns the splits the metrics are computed on, the predictions, and what was
+    not scored (:func:`unscored_summary`)."""
+    from prmfactory.fileio import atomic_write_text
+    from prmfactory.prm import score_with_progress
+
+    if on_too_long not in ON_TOO_LONG:
+        raise UsageError(f"--on-too-long: expected one of {', '.join(ON_TOO_LONG)}, got {on_too_long!r}")
     records = [(name, r) for name, split in splits.items() for r in split]
     for name, record in records:
         if not isinstance(record.get("problem"), str):
             raise UsageError(f"split {name}: record {record['id']!r}: field 'problem': missing or not a string")
     scores = score_with_progress(prm, [(r["problem"], r["steps"]) for _, r in records], quiet=quiet)
-    lines, predictions = [], {}
+    unscored = unscored_summary(splits, [(r["id"], s) for (_, r), s in zip(records, scores)], prm.meta.max_length)
+    cut = {record["id"] for (_, record), step_scores in zip(records, scores) if any(map(math.isnan, step_scores))}
+    if cut and on_too_long == "error":
+        first = next(record["id"] for _, record in records if record["id"] in cut)
+        raise UsageError(f"{len(cut)} solutions (e.g. {first!r}) are longer than the PRM's context "
+                         f"({prm.meta.max_length} tokens): {unscored['steps']} of {unscored['total_steps']} steps "
+                         "could not be scored; --on-too-long truncate scores what fits, skip leaves them out")
+    kept = {name: [r for r in split if on_too_long != "skip" or r["id"] not in cut] for name, split in splits.items()}
+    empty = [name for name, split in kept.items() if not split]
+    if empty:
+        raise UsageError(f"split {empty[0]}: every solution is longer than the PRM's context ({prm.meta.max_length} "
+                         "tokens), so --on-too-long skip leaves nothing to score; use --on-too-long truncate")
+    lines, predictions, skipped = [], {}, []
     for (name, record), step_scores in zip(records, scores):
+        if on_too_long == "skip" and record["id"] in cut:
+            skipped.append(json.dumps({"id": record["id"], "split": name, "reason": "too_long",
+                                       "unscored_steps": sum(map(math.isnan, step_scores))}))
+            continue
         predictions[record["id"]] = first_below(step_scores, threshold)
         lines.append(json.dumps({"id": record["id"], "split": name,
                                  "step_scores": [None if math.isnan(s) else s for s in step_scores],
                                  "prediction": predictions[record["id"]]}))
     output.mkdir(parents=True, exist_ok=True)
     atomic_write_text(output / "predictions.jsonl", "\n".join(lines) + "\n")
-    return predictions
+    if skipped:
+        atomic_write_text(output / "skipped.jsonl", "\n".join(skipped) + "\n")
+    return kept, predictions, {**unscored, "on_too_long": on_too_long, "solutions_skipped": len(skipped)}
+
+
+def unscored_summary(splits: Mapping[str, Sequence[dict[str, Any]]], scored: Sequence[tuple[Any, Sequence[float]]],
+                     max_length: int) -> dict[str, Any]:
+    """What a PRM could not score, overall and per split: steps past its context, solutions with such steps
+    (``solutions``), and solutions without a single scored step (``solutions_without_a_score``)."""
+    by_id = dict(scored)
+    summary: dict[str, Any] = {"reason": f"past the PRM's context ({max_length} tokens)", "max_length": max_length,
+                               "splits": {}}
+    for name, records in splits.items():
+        rows = [by_id[r["id"]] for r in records]
+        summary["splits"][name] = {
+            "steps": sum(math.isnan(v) for row in rows for v in row), "total_steps": sum(map(len, rows)),
+            "solutions": sum(any(map(math.isnan, row)) for row in rows), "total_solutions": len(rows),
+            "solutions_without_a_score": sum(bool(row) and all(map(math.isnan, row)) for row in rows)}
+    for key in ("steps", "total_steps", "solutions", "total_solutions", "solutions_without_a_score"):
+        summary[key] = sum(split[key] for split in summary["splits"].values())
+    return summary
+
+
+def unscored_line(result: Mapping[str, Any]) -> str:
+    """One sentence on what the PRM could not score, for the terminal and metrics.md ('' when it scored all)."""
+    unscored = result.get("unscored")
+    if not unscored or not unscored["steps"]:
+        return ""
+    share = unscored["steps"] / max(unscored["total_steps"], 1)
+    how = {"truncate": "scored on what fits (an unscored step is never the first error)",
+           "skip": f"left out of the metrics ({unscored['solutions_skipped']} solutions, in skipped.jsonl)"}
+    return (f"Not scored: {unscored['steps']:,} of {unscored['total_steps']:,} steps ({share:.1%}) {unscored['reason']}, "
+            f"in {unscored['solutions']:,} of {unscored['total_solutions']:,} solutions "
+            f"({unscored['solutions_without_a_score']:,} without a single scored step); those solutions are "
+            f"{how[unscored['on_too_long']]}. --on-too-long chooses.")
 
 
 def evaluate_prm(prm_path: Path, data: Path, output: Path, *, threshold: float = 0.5, backend: str = "transformers",
                  dtype: str = "float32", quiet: bool = False, calibrate_on: str | None = None,
-                 prm_format: str = "auto", force: bool = False) -> dict[str, Any]:
+                 prm_format: str = "auto", force: bool = False, on_too_long: str = "truncate") -> dict[str, Any]:
     """Score ProcessBench files with a PRM; write predictions and metrics; record them in its card.
 
     ``output`` must be new, empty or (with ``force``) an earlier output of this evaluation
@@ -256,10 +318,12 @@ def evaluate_prm(prm_path: Path, data: Path, output: Path, *, threshold: float =
     with eval_output(output, "processbench", force=force) as folder:
         prm = PRM.from_pretrained(prm_path, backend=backend, dtype=dtype, format=prm_format)
         try:
-            predictions = score_splits(prm, splits, folder, threshold, quiet=quiet)
+            scored, predictions, unscored = score_splits(prm, splits, folder, threshold, quiet=quiet,
+                                                         on_too_long=on_too_long)
         finally:
             prm.close()
-        result = _prm_metrics(prm_path, prm.format, data, splits, predictions, folder, calibrate_on)
+        result = _prm_metrics(prm_path, prm.format, data, scored, predictions, folder, calibrate_on)
+        result["unscored"] = unscored
         write_results(result, folder, f"ProcessBench: {prm_path.name} ({prm.format})")
     return result
 
@@ -294,7 +358,8 @@ def markdown_table(result: Mapping[str, Any]) -> str:
     for name, split in result["splits"].items():
         lines.append(f"| {name} | {split['n']} | {split['acc_err']:.3f} | {split['acc_cor']:.3f} | {split['f1']:.3f} |")
     lines.append(f"| **average** | | | | **{result['average_f1']:.3f}** |")
-    return "\n".join(lines) + "\n"
+    note = unscored_line(result)
+    return "\n".join(lines) + "\n" + (f"\n{note}\n" if note else "")
 
 
 def write_results(result: Mapping[str, Any], output: Path, title: str) -> None:
