@@ -1,4 +1,4 @@
-"""What limits the toy PRM: its labels, the amount of labelled data, or the model (issue #17, item 3).
+"""What limits the toy PRM: its labels, the amount of labelled data, or the model.
 
 From one labelled run (toy *train* problems through mcts → verify → filter, e.g. the demo's
 pipeline), PRMs are trained on growing subsets of its rows — with the factory's own labels and

@@ -1,4 +1,4 @@
-"""mcts questions/s in one process and over 1 and 2 Ray workers, and the driver's cost per question (issue #18).
+"""mcts questions/s in one process and over 1 and 2 Ray workers, and the driver's cost per question.
 
 Each configuration runs the real command (``prmfactory mcts --policy toy``, the demo's engine
 settings) on the same toy problems into a fresh run folder:

@@ -1,4 +1,4 @@
-"""Which problem set suits SmolLM2-135M-Instruct as an OmegaPRM policy (issue #16, item 2).
+"""Which problem set suits SmolLM2-135M-Instruct as an OmegaPRM policy.
 
 For each candidate set, ``--problems`` problems × ``--samples`` solutions through the in-process
 vLLM engine (one engine, one batch), checked with math-verify on the extracted final answer:
@@ -103,6 +103,9 @@ def main() -> None:
     parser.add_argument("--write-input", type=Path, help="Write the chosen problem set as JSONL here and stop.")
     parser.add_argument("--data", type=Path, default=DATA, help="The shared data folder (gsm8k/, math500/, processbench/).")
     args = parser.parse_args()
+    if not (args.data / "math500").is_dir() or not (args.data / "processbench").is_dir():
+        parser.error(f"--data {args.data}: no math500/ and processbench/ there; give the shared data folder "
+                     "(the one holding math500/, gsm8k/ and processbench/)")
     if args.write_input:
         rows = chosen_input(args.data)
         args.write_input.parent.mkdir(parents=True, exist_ok=True)

@@ -113,6 +113,19 @@ def _markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _keep_threshold(prm: Path, threshold: float, dev: Path, dev_f1: float) -> None:
+    """The threshold chosen on the dev file ``dev`` into the PRM's prm.json, as `eval processbench --threshold auto`
+    keeps one."""
+    from prmfactory.eval.processbench import THRESHOLDS
+    from prmfactory.prm_folder import PRMMeta
+
+    meta = PRMMeta.load(prm)
+    meta.threshold = threshold
+    meta.threshold_calibration = {"data": str(dev.parent), "split": dev.stem, "average_f1": dev_f1,
+                                  "candidates": list(THRESHOLDS)}
+    meta.save(prm)
+
+
 def run_demo(output: Path, size: DemoSize, *, quiet: bool = False, force: bool = False,
              on_stage: Optional[Callable[[str, Any, Path], None]] = None) -> dict[str, Any]:
     """Run (or resume) the demo in ``output``; returns the report that ``report.json`` holds.
@@ -156,6 +169,7 @@ def run_demo(output: Path, size: DemoSize, *, quiet: bool = False, force: bool =
         write_processbench(dev, size.test_solutions, split="train", seed=13, quiet=quiet)
     dev_result = evaluate_prm(prm, dev.parent, output / "eval-processbench-dev", quiet=quiet, force=True)
     threshold, dev_f1 = calibrate_threshold(load_splits(dev.parent), output / "eval-processbench-dev" / "predictions.jsonl")
+    _keep_threshold(prm, threshold, dev, dev_f1)  # so serve and the RL adapters flag what the report measured
     test_splits = load_splits(bench.parent)
     calibrated = metrics(test_splits, read_predictions(output / "eval-processbench" / "predictions.jsonl", test_splits,
                                                        threshold))

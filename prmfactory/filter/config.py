@@ -14,7 +14,10 @@ class FilterConfig(StageConfig):
     """``prmfactory filter``: the label rule and the filters, in the order they run."""
 
     rule: Literal["mc", "consensus", "hybrid", "rpe", "grounded"] = Field(
-        "mc", description="Label rule (prmfactory/filter/rules.py).")
+        "grounded", description="Label rule (prmfactory/filter/rules.py). Default `grounded`: the tool's verdict "
+                                "where verify has one, Monte-Carlo elsewhere (the same as `mc` on a run without "
+                                "verify); the most accurate rule against the toy oracle (label F1 0.96 against 0.35 "
+                                "for `mc` in the demo; BENCHMARKS.md, \"Label quality\").")
     hybrid_weights: dict[str, float] = Field(
         default_factory=lambda: dict(vars(HybridWeights())),
         description="hybrid: weights of the mc, judge, tool and outcome signals.")
