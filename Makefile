@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml constraints-cpu.txt rl-clients.txt
 	$(PIP) install --quiet --no-deps --upgrade --target $(VENV)/rl-clients -r rl-clients.txt
 	touch $(STAMP)
 
-# The whole factory on the offline toy domain: search -> verify -> judge -> filter -> train-prm -> eval.
+# The whole factory on the offline toy domain: search -> verify -> filter -> train-prm -> eval (pipelines/demo.yaml).
 demo: $(STAMP)
 	$(VENV)/bin/prmfactory demo --output runs/demo
 

@@ -136,7 +136,8 @@ def _print_report(run: Path | str, report) -> None:
     """One or two lines about a finished stage: counts, drops, engine throughput, where the report is."""
     from prmfactory.progress import console
 
-    parts = [f"{report.rows_in} in ({report.skipped_done} already done), {report.rows_out} rows out"]
+    parts = [f"trained a PRM on {report.rows_in} rows" if report.stage == "train-prm" else
+             f"{report.rows_in} in ({report.skipped_done} already done), {report.rows_out} rows out"]
     parts += [f"{k} {v}" for k, v in report.counts.items()]
     parts += [f"dropped {k} {v}" for k, v in report.dropped.items()]
     if report.discarded:
@@ -230,8 +231,14 @@ def _train_prm(given: dict[str, Any], build: Callable) -> None:
     from prmfactory.stages import StageInput, execute
     from prmfactory.store import Run
 
-    output = given["output"]
-    report = execute("train-prm", Run(output), build({}), force=given["force"], source=StageInput(given["data"]))
+    output, config = given["output"], build({})
+    if "base" not in config.model_fields_set:
+        from prmfactory.progress import console
+
+        console.print("[yellow]note:[/yellow] no --base given: training on `toy`, the offline arithmetic domain's "
+                      "tiny policy, which reads only toy problems; for real text give --base (a Hub id, a model "
+                      "folder, or smollm2)", highlight=False, soft_wrap=True)
+    report = execute("train-prm", Run(output), config, force=given["force"], source=StageInput(given["data"]))
     if report.already_done:
         print(f"{output} already holds this PRM (same config and data); --force retrains it")
         return
@@ -582,7 +589,8 @@ def stats(run: opt.RunArg,
         checked, problems = check_run(_existing_run(run))
         for problem in problems:
             print(problem)
-        print(f"{run}: {checked} shards checked, {len(problems)} problems")
+        found = f"{len(problems)} fault{'s' if len(problems) > 1 else ''} found" if problems else "sound"
+        print(f"{run}: {checked} shards checked: {found}")
         raise typer.Exit(1 if problems else 0)
 
     result = run_stats(_existing_run(run))

@@ -91,6 +91,10 @@ def _markdown(report: dict[str, Any]) -> str:
              "## Step labels against the oracle", "", "![labels](labels.png)", "",
              "Keep-rate: the share of candidate solutions whose labels reach the training rows (a duplicate reaches "
              "them through the row it copies); distinct: training rows per candidate solution.", "",
+             "Columns: *rows* — training rows the rule keeps; *labels* — step labels in them; *acc_err* — share of "
+             "solutions with an error whose first wrong step the rule's labels place exactly; *acc_cor* — share of "
+             "correct solutions it labels correct throughout; *F1* — their harmonic mean (ProcessBench's metric), "
+             "all against the exact oracle.", "",
              "| rule | rows | labels | acc_err | acc_cor | F1 | keep-rate | distinct |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for rule, r in report["rules"].items():
         lines.append(f"| {rule} | {r['rows']} | {r['labels']} | {r['acc_err']:.3f} | {r['acc_cor']:.3f} | "
@@ -99,14 +103,18 @@ def _markdown(report: dict[str, Any]) -> str:
     lines += ["", "## The PRM on held-out toy solutions (ProcessBench protocol, oracle labels)", "",
               "![processbench](eval-processbench/metrics.png)", "",
               f"{pb['n']} solutions: accuracy on erroneous {pb['acc_err']:.3f}, on correct {pb['acc_cor']:.3f}, "
-              f"F1 **{pb['f1']:.3f}** at threshold 0.5.", "",
+              f"F1 **{pb['f1']:.3f}** at threshold 0.5 (the figure).", "",
               f"With the threshold chosen on a dev split of {cal['dev']['n']} solutions to *train* problems "
               f"({cal['threshold']}, dev F1 {cal['dev_f1']:.3f}): accuracy on erroneous {cal['test']['acc_err']:.3f}, "
               f"on correct {cal['test']['acc_cor']:.3f}, F1 **{cal['test']['f1']:.3f}**.", "",
               f"## Best-of-{report['bon']['samples']} on {report['bon']['problems']} held-out problems", "",
               "![bon](eval-bon/bon.png)", ""]
     n = report["bon"]["samples"]
-    lines += ["| method | accuracy |", "|---|---:|"] + [
+    lines += [f"Methods, each picking one of the first {n} samples per problem: *pass* — any of them is right (the "
+              "ceiling); *majority* — the most frequent answer (self-consistency); *prm_min*, *prm_last*, *prm_prod*, "
+              "*prm_mean* — the sample whose step scores aggregate highest that way; *prm_vote* — majority vote "
+              "weighted by each sample's lowest step score (Math-Shepherd).", "",
+              "| method | accuracy |", "|---|---:|"] + [
         f"| {method}@{n} | {curve[n]:.3f} |"
         for method, curve in report["bon"]["curves"].items()]
     lines += ["", "## Where everything is", ""] + [f"- {name}: `{path}`" for name, path in report["artefacts"].items()]

@@ -307,7 +307,6 @@ def import_dataset(source: str, input: Path, output: Path, *, neutral_is_correct
 
             for where, raw in json_records(file, unreadable, data):
                 records += 1
-                bar.advance(1, rows=len(rows), rejected=len(rejects))
                 try:
                     if not isinstance(raw, dict):
                         raise Rejected("not_an_object", f"expected a JSON object, got {type(raw).__name__}")
@@ -323,6 +322,7 @@ def import_dataset(source: str, input: Path, output: Path, *, neutral_is_correct
                                      "question_id": derive_id(item.prompt), "segmentation": importer.segmentation, "source": source,
                                      "source_file": str(file), "source_line": _line_number(where),
                                      "source_id": item.source_id, "subset": item.subset})
+                bar.advance(1, rows=len(rows), rejected=len(rejects))
             inputs.append({"file": str(file.resolve()), "sha256": hashlib.sha256(data).hexdigest(), "records": records})
     reasons: dict[str, int] = {}
     for item in rejects:

@@ -323,6 +323,7 @@ def evaluate_prm(prm_path: Path, data: Path, output: Path, *, threshold: float =
         finally:
             prm.close()
         result = _prm_metrics(prm_path, prm.format, data, scored, predictions, folder, calibrate_on)
+        result.setdefault("threshold", threshold)
         result["unscored"] = unscored
         write_results(result, folder, f"ProcessBench: {prm_path.name} ({prm.format})")
     return result
@@ -375,5 +376,6 @@ def write_results(result: Mapping[str, Any], output: Path, title: str) -> None:
                      width, label=key)
         axis.set_xticks(range(len(names)), names)
         axis.set_ylim(0, 1)
-        axis.set_title(f"{title} (average F1 {result['average_f1']:.3f})", fontsize=9)
+        at = f" at threshold {result['threshold']}" if result.get("threshold") is not None else ""
+        axis.set_title(f"{title}: average F1 {result['average_f1']:.3f}{at}", fontsize=9)
         axis.legend(fontsize=7)
