@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from typing import Iterator
 
 from rich.console import Console
@@ -24,11 +25,46 @@ class StageProgress:
             self._progress.update(self._task, advance=step, info=info)
 
 
+class LineProgress(StageProgress):
+    """Progress as a plain line every ``every_s`` seconds and at the end, when stderr is a file or a pipe
+    (a job log), where a live bar would show nothing until the loop ends."""
+
+    def __init__(self, description: str, total: int | None, every_s: float = 30.0):
+        super().__init__(None, None)
+        self.description, self.total, self.every_s = description, total, every_s
+        self.done, self.info = 0, ""
+        self.started = self.printed = time.monotonic()
+
+    def advance(self, step: int = 1, **counters: object) -> None:
+        self.done += step
+        self.info = "  ".join(f"{k}={v}" for k, v in counters.items())
+        if time.monotonic() - self.printed >= self.every_s:
+            self.print()
+
+    def print(self) -> None:
+        self.printed = time.monotonic()
+        elapsed = self.printed - self.started
+        if self.total:
+            eta = elapsed / self.done * (self.total - self.done) if self.done else None
+            where = (f"{self.done}/{self.total} ({self.done / self.total:.0%}), {elapsed:.0f} s"
+                     + (f", eta {eta:.0f} s" if eta is not None and self.done < self.total else ""))
+        else:
+            where = f"{self.done} done, {elapsed:.0f} s"
+        console.print(f"{self.description}: {where}" + (f"  {self.info}" if self.info else ""), highlight=False,
+                      soft_wrap=True)
+
+
 @contextlib.contextmanager
 def stage_progress(description: str, total: int | None, *, quiet: bool = False) -> Iterator[StageProgress]:
-    """A progress bar with ``done/total``, elapsed time and ETA, on stderr."""
+    """A progress bar with ``done/total``, elapsed time and ETA, on stderr (a line every 30 s when stderr is not
+    a terminal)."""
     if quiet:
         yield StageProgress(None, None)
+        return
+    if not console.is_terminal:
+        lines = LineProgress(description, total)
+        yield lines
+        lines.print()
         return
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[info]}"))

@@ -140,3 +140,21 @@ def test_cli_scores_with_a_prm_and_records_it_in_the_card(tmp_path):
     evals = json.loads((prm / "prm.json").read_text())["evals"]
     assert "prm_score" in evals["prmbench:prmbench"] and "circular_prm_score" in evals["prmbench:prmbench"]
     assert "prmbench:prmbench" in (prm / "README.md").read_text()
+
+
+def test_a_folder_gives_its_test_files_and_an_empty_cell_says_why(tmp_path):
+    import shutil
+
+    data = tmp_path / "prmbench"
+    shutil.copytree(FIXTURES / "prmbench", data)
+    (data / "prm800k_train_p1_first400_4o_circular.jsonl").write_text(
+        (data / "prm800k_test_p1_4o_circular.jsonl").read_text().replace('"idx": "', '"idx": "train-'))
+    test_samples = load_samples([FIXTURES / "prmbench"])
+    assert len(load_samples([data])) == len(test_samples)  # the train file is left out
+    assert len(load_samples([data, data / "prm800k_train_p1_first400_4o_circular.jsonl"])) > len(test_samples)
+    everything_wrong = _predict(tmp_path, [{"idx": s.id, "step_labels": [False] * len(s.steps)} for s in test_samples])
+    result = CliRunner().invoke(app, ["eval", "prmbench", "--predictions", str(everything_wrong), "--data", str(data),
+                                      "--output", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "1 training files (*_train_*) left out" in result.output
+    assert "–: circular: the PRM marks no step valid" in (tmp_path / "out" / "metrics.md").read_text()

@@ -98,12 +98,23 @@ def record_samples(raw: Any, where: str) -> list[Sample]:
 
 
 def data_files(paths: Sequence[Path]) -> list[Path]:
-    """The JSON Lines files of ``paths`` (files, or folders of ``*.jsonl``), in name order per folder."""
+    """The JSON Lines files of ``paths`` (files, or folders of ``*.jsonl``), in name order per folder.
+
+    A folder gives its test files: PRMBench's files named ``*_train_*`` are its training split, left out
+    (with a notice) unless named as files, so a benchmark number is never computed on training data."""
+    from prmfactory.progress import console
+
     files: list[Path] = []
     for path in paths:
         found = sorted(path.glob("*.jsonl")) if path.is_dir() else [path]
         if not found:
             raise UsageError(f"{path}: no .jsonl files")
+        if path.is_dir():
+            train = [f for f in found if "_train_" in f.name]
+            found = [f for f in found if f not in train] or train
+            if train and found is not train:
+                console.print(f"note: {path}: {len(train)} training files (*_train_*) left out; name them as files "
+                              "to score them too", highlight=False, soft_wrap=True)
         files += found
     return files
 
@@ -292,13 +303,32 @@ def _cell(value: Any) -> str:
     return "–" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
+def _empty_reason(metrics: Mapping[str, Any]) -> str | None:
+    """Why a row has an undefined cell: the class a metric divides by is empty there."""
+    confusion = metrics["confusion"]
+    if not metrics["steps"]:
+        return "no scored step"
+    if confusion["TP"] + confusion["FP"] == 0:
+        return "the PRM marks no step valid (every step scored at or below the threshold), so F1 is undefined"
+    if confusion["TN"] + confusion["FN"] == 0:
+        return "the PRM marks no step erroneous, so negative F1 is undefined"
+    if metrics["first_error_acc"] is None:
+        return "no sample with an error step, so first-error accuracy is undefined"
+    return None
+
+
 def markdown_table(result: Mapping[str, Any]) -> str:
     lines = ["| category | samples | steps | F1 | negative F1 | PRMScore | first-error acc |",
              "|---|---:|---:|---:|---:|---:|---:|"]
+    reasons = []
     for name, m in [*result["categories"].items(), ("**overall**", result["overall"])]:
         lines.append(f"| {name} | {m['samples']} | {m['steps']} | {_cell(m['f1'])} | {_cell(m['negative_f1'])} | "
                      f"{_cell(m['prm_score'])} | {_cell(m['first_error_acc'])} |")
-    return "\n".join(lines) + "\n"
+        reason = _empty_reason(m) if None in (m["f1"], m["negative_f1"], m["first_error_acc"]) else None
+        if reason:
+            reasons.append(f"{name.strip('*')}: {reason}")
+    notes = ["", "–: " + "; ".join(reasons) + "."] if reasons else []
+    return "\n".join(lines + notes) + "\n"
 
 
 def write_results(result: Mapping[str, Any], output: Path, title: str) -> None:
