@@ -28,10 +28,10 @@ app = typer.Typer(
 )
 toy_app = typer.Typer(help="The offline arithmetic toy domain: problems, oracle, tiny policy and judge.",
                       no_args_is_help=True)
-app.add_typer(toy_app, name="toy")
+app.add_typer(toy_app, name="toy", rich_help_panel=opt.HELP_PANELS["toy"])
 models_app = typer.Typer(help="Model names: the toy models, GGUF aliases (smollm2) and the converted-GGUF cache.",
                          no_args_is_help=True)
-app.add_typer(models_app, name="models")
+app.add_typer(models_app, name="models", rich_help_panel=opt.HELP_PANELS["models"])
 
 
 @app.callback()
@@ -246,7 +246,7 @@ def _train_prm(given: dict[str, Any], build: Callable) -> None:
     print(f"PRM saved in {output} (model card: {output / 'README.md'})")
 
 
-@app.command("import")
+@app.command("import", rich_help_panel=opt.HELP_PANELS["import"])
 @handled
 def import_data(
     dataset: Annotated[str, typer.Argument(help="math-shepherd, prm800k, processbench or prmbench.")],
@@ -267,7 +267,7 @@ def import_data(
 
 
 eval_app = typer.Typer(help="Evaluate a PRM on ProcessBench, PRMBench or by Best-of-N reranking.", no_args_is_help=True)
-app.add_typer(eval_app, name="eval")
+app.add_typer(eval_app, name="eval", rich_help_panel=opt.HELP_PANELS["eval"])
 
 
 PrmOpt = Annotated[Optional[Path], typer.Option(help="A PRM folder (from `prmfactory train-prm`, or of --prm-format).", exists=True, file_okay=False)]
@@ -415,7 +415,7 @@ def eval_bon(
     print(f"results in {output}")
 
 
-@app.command()
+@app.command(rich_help_panel=opt.HELP_PANELS["serve"])
 @handled
 def serve(
     prm: Annotated[Path, typer.Option(help="A PRM folder (from `prmfactory train-prm`, or of --prm-format).", exists=True, file_okay=False)],
@@ -470,7 +470,7 @@ def serve(
     uvicorn.run(app_, host=host, port=port, log_level="warning" if quiet else "info", access_log=not quiet)
 
 
-@app.command()
+@app.command(rich_help_panel=opt.HELP_PANELS["publish"])
 @handled
 def publish(
     run: opt.RunOpt,
@@ -507,7 +507,7 @@ def publish(
     print(f"published https://huggingface.co/datasets/{repo_id}")
 
 
-@app.command(name="run")
+@app.command(name="run", rich_help_panel=opt.HELP_PANELS["run"])
 @handled
 def run_pipeline(
     pipeline: Annotated[Path, typer.Argument(help="A pipeline file, e.g. pipelines/toy.yaml.", exists=True, dir_okay=False)],
@@ -552,7 +552,7 @@ def run_pipeline(
         print(f"results in {output / 'eval-processbench'}")
 
 
-@app.command()
+@app.command(rich_help_panel=opt.HELP_PANELS["demo"])
 @handled
 def demo(
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the run, the PRM, the evaluations and the report.")] = Path("runs/demo"),
@@ -573,7 +573,7 @@ def demo(
     console.print(f"[bold]report:[/bold] {output / 'report.md'}")
 
 
-@app.command()
+@app.command(rich_help_panel=opt.HELP_PANELS["stats"])
 @handled
 def stats(run: opt.RunArg,
           as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
@@ -616,7 +616,7 @@ def stats(run: opt.RunArg,
         out.print(f"rejected input lines: {result['rejected_input_lines']} (see {run / 'rejects.jsonl'})")
 
 
-@app.command()
+@app.command(rich_help_panel=opt.HELP_PANELS["sql"])
 @handled
 def sql(run: opt.RunArg, query: Annotated[str, typer.Argument(help="SQL over views named after the datasets.")],
         output_format: Annotated[str, typer.Option("--format", help="table, csv or json")] = "table") -> None:

@@ -96,7 +96,11 @@ def config_parameters(model: type[BaseModel], skip: set[str]) -> list[inspect.Pa
         text = field.description or ""
         if choices:
             text += f" One of: {', '.join(choices)}."
-        text += " (required)" if field.is_required() else f" (default: {field.get_default(call_default_factory=True)})"
+        default = None if field.is_required() else field.get_default(call_default_factory=True)
+        if field.is_required():
+            text += " (required)"
+        elif default is not None and "default" not in text and flag_type is not bool:
+            text += f" (default: {default})"
         option = typer.Option(*declarations, help=text, show_default=False)
         parameters.append(parameter(name, Annotated[Optional[flag_type], option]))
     return parameters
@@ -181,7 +185,7 @@ def stage_command(app: typer.Typer, wrap: Callable, stage: str, params: list[ins
         run_command.__signature__ = inspect.Signature([*params, *common, *generated])  # type: ignore[attr-defined]
         run_command.__doc__ = help
         run_command.__name__ = stage.replace("-", "_")
-        app.command(stage)(wrap(run_command))
+        app.command(stage, rich_help_panel=HELP_PANELS[stage])(wrap(run_command))
         return body
 
     return register
@@ -189,3 +193,10 @@ def stage_command(app: typer.Typer, wrap: Callable, stage: str, params: list[ins
 
 def parameter(name: str, annotation: Any, default: Any = None) -> inspect.Parameter:
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+
+
+
+# `prmfactory --help` groups its commands in these panels (typer's rich_help_panel), as lighteval does.
+HELP_PANELS = {"mcts": "Stages", "verify": "Stages", "judge": "Stages", "filter": "Stages", "train-prm": "Stages",
+               "run": "Stages", "demo": "Stages", "eval": "Evaluation", "serve": "Serving", "import": "Data",
+               "publish": "Data", "stats": "Data", "sql": "Data", "toy": "Data", "models": "Models"}
