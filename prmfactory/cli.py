@@ -38,7 +38,9 @@ app.add_typer(models_app, name="models", rich_help_panel=opt.HELP_PANELS["models
 def _options(debug: Annotated[bool, typer.Option("--debug", envvar="PRMFACTORY_DEBUG",
                                                  help="Show the Python stack of an error instead of one line.")] = False,
              no_verify: Annotated[bool, typer.Option("--no-verify", help="Skip checking shards against their "
-                                                     "sha256 on read (for huge runs; see BENCHMARKS.md).")] = False):
+                                                     "sha256 on read (for huge runs; see BENCHMARKS.md).")] = False,
+             verbose: Annotated[bool, typer.Option("--verbose", help="Show the notices of vLLM, torch and "
+                                                   "transformers too (kept out by default; --debug implies it).")] = False):
     """Process-reward-model data factory: search, verify, judge, filter, train, evaluate, serve, publish."""
     import os
 
@@ -46,6 +48,10 @@ def _options(debug: Annotated[bool, typer.Option("--debug", envvar="PRMFACTORY_D
         os.environ["PRMFACTORY_DEBUG"] = "1"
     if no_verify:
         os.environ["PRMFACTORY_NO_VERIFY"] = "1"
+    if not (verbose or debug):
+        from prmfactory.progress import quiet_third_party
+
+        quiet_third_party()
 
 
 def _fail(message: str, code: int) -> None:
@@ -136,7 +142,8 @@ def _print_report(run: Path | str, report) -> None:
     """One or two lines about a finished stage: counts, drops, engine throughput, where the report is."""
     from prmfactory.progress import console
 
-    parts = [f"trained a PRM on {report.rows_in} rows" if report.stage == "train-prm" else
+    trained = "the PRM was already trained on" if report.already_done else "trained a PRM on"
+    parts = [f"{trained} {report.rows_in} rows" if report.stage == "train-prm" else
              f"{report.rows_in} in ({report.skipped_done} already done), {report.rows_out} rows out"]
     parts += [f"{k} {v}" for k, v in report.counts.items()]
     parts += [f"dropped {k} {v}" for k, v in report.dropped.items()]

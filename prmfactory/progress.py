@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import time
+import warnings
 from typing import Iterator
 
 from rich.console import Console
@@ -71,3 +73,24 @@ def stage_progress(description: str, total: int | None, *, quiet: bool = False) 
     with Progress(*columns, console=console, transient=False) as progress:
         task = progress.add_task(description, total=total, info="")
         yield StageProgress(progress, task)
+
+
+# What the libraries under prmfactory print that tells our user nothing they can act on, per engine start or
+# per weight: vLLM's CPU notices (Triton, tcmalloc, eager mode; one "Attempted to load weight ... float32
+# into bfloat16" per weight when a float32 checkpoint runs in bfloat16), torch's C++ NUMA notice, library
+# FutureWarnings and DeprecationWarnings, multiprocessing's leaked-shared-memory note at exit, and the
+# per-load progress bars of transformers and huggingface_hub. Set in the environment, so the engine's own
+# processes (vLLM's EngineCore and workers) inherit it. Errors still show.
+QUIET_ENVIRONMENT = {"VLLM_LOGGING_LEVEL": "ERROR", "TORCH_CPP_LOG_LEVEL": "ERROR", "TRANSFORMERS_VERBOSITY": "error",
+                     "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+                     "PYTHONWARNINGS": "ignore::FutureWarning,ignore::DeprecationWarning,"
+                                       "ignore:resource_tracker:UserWarning"}
+
+
+def quiet_third_party() -> None:
+    """Keep third-party notices out of the terminal (``prmfactory --verbose`` shows them); what a user has set
+    in the environment wins."""
+    for name, value in QUIET_ENVIRONMENT.items():
+        os.environ.setdefault(name, value)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)

@@ -514,3 +514,21 @@ def test_a_calibration_split_with_one_class_is_one_line(processbench, tmp_path):
 
 def test_models_prepare_refuses_an_unknown_name():
     assert_one_line_error(invoke("models", "prepare", "nosuchalias"), 2, "'nosuchalias' is not an alias")
+
+
+# ----- #31: a judge whose outputs do not parse says so ----------------------------------------------
+
+def test_a_judge_whose_outputs_do_not_parse_is_warned_about(run_copy, monkeypatch):
+    import contextlib
+
+    from tests.test_judge import ScriptedJudge
+
+    @contextlib.asynccontextmanager
+    async def engine(model, engine_config, seed, metrics):
+        yield ScriptedJudge(["I think it is fine overall."])
+
+    monkeypatch.setattr("prmfactory.engines.open_engine", engine)
+    result = invoke("judge", "--run", run_copy.root, "--judge", "scripted-judge", "--force", "--quiet")
+    assert result.exit_code == 0, result.output
+    assert "warning: judge: 11 of 11 outputs (100%) held no verdict the parser could read" in result.output
+    assert "held no verdict" in (run_copy.root / "log.txt").read_text()

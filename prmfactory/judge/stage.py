@@ -20,6 +20,8 @@ import contextlib
 import logging
 from typing import Any, Callable
 
+from rich.markup import escape
+
 from prmfactory.engines import check_engine_config
 from prmfactory.engines.base import Message, Prompt, SamplingSpec
 from prmfactory.errors import PromptTooLong
@@ -28,6 +30,7 @@ from prmfactory.judge.parse import PARSERS, majority
 from prmfactory.judge.render import render
 from prmfactory.fileio import sha256_text
 from prmfactory.models import require_model
+from prmfactory.progress import console
 from prmfactory.rows import JudgementsRow
 from prmfactory.stages import Stage, StageContext, StageReport
 from prmfactory.work import StageWork, Unit, UnitResult, WorkSummary
@@ -97,6 +100,9 @@ class JudgeWork(StageWork):
         return WorkSummary({}, self._metrics)
 
 
+MALFORMED_WARNING = 0.2  # above this share of unparsable judge outputs the run says so
+
+
 def judge_units(solutions: dict[str, list[dict[str, Any]]], problems: dict[str, str]) -> list[Unit]:
     """One unit per question: its problem and complete solutions."""
     return [Unit((qid,), (qid, problems[qid], nodes)) for qid, nodes in solutions.items()]
@@ -126,4 +132,11 @@ class JudgeStage(Stage, name="judge", config=JudgeConfig, reads=("problems", "no
         if solutions:
             ctx.do_units(JudgeWork(ctx.config, ctx.prepared), judge_units(solutions, problems), ctx.config.commit_every,
                          done=done)
+        outputs = report.counts.get("solutions", 0) * ctx.config.votes
+        malformed = report.counts.get("malformed_outputs", 0)
+        if outputs and malformed / outputs > MALFORMED_WARNING:
+            warning = (f"judge: {malformed} of {outputs} outputs ({malformed / outputs:.0%}) held no verdict the parser "
+                       "could read; those votes are missing (raw text kept in judgements.raw_outputs)")
+            ctx.log.warning(warning)
+            console.print(f"[yellow]warning:[/yellow] {escape(warning)}", highlight=False, soft_wrap=True)
         return report

@@ -106,6 +106,13 @@ def load_training_data(path: Path, segmentation: str | None, *, with_claims: boo
     return TrainingData(rows, segmentation or (split_with or ["blank_line"])[0], lineage, claims)
 
 
+def _has_accelerator() -> bool:
+    """Pinned host memory speeds copies to a GPU; without one, torch warns on every data loader."""
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def _training_arguments(config: TrainPrmConfig, output: Path, cls, **extra):
     """The trainer's arguments: the config's fields, the trainer's own, then ``training_args`` as given."""
     try:
@@ -113,7 +120,7 @@ def _training_arguments(config: TrainPrmConfig, output: Path, cls, **extra):
                    num_train_epochs=config.epochs, max_steps=config.max_steps,
                    per_device_train_batch_size=config.batch_size, lr_scheduler_type="cosine", warmup_steps=0.05,
                    weight_decay=0.01, logging_steps=10, save_strategy="no", report_to=[], seed=config.seed,
-                   disable_tqdm=True, **{**extra, **config.training_args})
+                   disable_tqdm=True, dataloader_pin_memory=_has_accelerator(), **{**extra, **config.training_args})
     except (TypeError, ValueError) as exc:
         raise UsageError(f"train-prm: training_args: {exc}") from exc
 
