@@ -276,7 +276,7 @@ def _require_model_files(path: Path, meta: PRMMeta) -> None:
                          "again (`prmfactory train-prm ... --force`)")
 
 
-_LOADING = threading.Lock()  # transformers' loading patches global state (meta-device init): one load at a time
+_LOADING = threading.RLock()  # transformers' loading patches global state (meta-device init): one load at a time
 
 
 class PRM:

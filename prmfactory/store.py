@@ -245,12 +245,17 @@ class Run:
         disagree, which one holds the run cannot be known, and it is refused.
         """
         logged = self._log.manifest()
+        if logged is not None and not self.files.local:
+            return logged  # on a store each manifest.json read is a request: writing() checks the pair once
+        return self._one_form(logged) or empty_manifest()
+
+    def _one_form(self, logged: dict[str, Any] | None) -> dict[str, Any] | None:
         local = read_manifest(self.files, "manifest.json")
         if logged is not None and local is not None and logged["datasets"] != local["datasets"]:
             raise CorruptManifest(
                 f"{self.location()}: holds both manifest.json and a commit log ({CommitLog.FOLDER}/) that disagree "
                 "(written both as a local path and as a URL?); move the one you do not trust out of the run")
-        return logged or local or empty_manifest()
+        return logged or local
 
     def datasets(self) -> list[str]:
         return sorted(self.manifest()["datasets"])
@@ -422,7 +427,7 @@ class Run:
         over, and the earlier one stops at its next commit (nothing uncommitted is ever visible).
         """
         if not self.files.local:
-            manifest = self.manifest()
+            manifest = self._one_form(self._log.manifest()) or empty_manifest()
             if self.files.exists("manifest.json") and getattr(getattr(self.files, "fs", None), "local_file", False):
                 raise UsageError(f"{self.location()}: a local run (manifest.json); open it by its path, not as a "
                                  "file:// URL (a URL's writer keeps a commit log, for object stores)")

@@ -206,6 +206,22 @@ def test_a_run_holding_both_forms_that_disagree_is_refused(run_copy):
     assert tree_hash(run_copy.root) == before
 
 
+def test_a_store_run_holding_both_forms_that_disagree_is_refused_before_writing():
+    import uuid
+
+    from prmfactory.manifest import CorruptManifest
+    from tests.test_store import problem
+
+    run = Run(f"memory://runs/{uuid.uuid4().hex}")
+    with run.writing():
+        run.commit({"problems": [problem("q1")]})
+    run.files.write_text("manifest.json", json.dumps({"format": 1, "datasets": {}}))  # as older versions left it
+    with pytest.raises(CorruptManifest, match="both manifest.json and a commit log"):
+        with run.writing():
+            pass
+    assert sorted(run.committed_ids("problems")) == ["q1"]
+
+
 def test_a_run_copied_down_from_a_store_becomes_a_local_run(run_copy):
     manifest = _manifest(run_copy)
     run_copy.manifest_path.unlink()
@@ -277,13 +293,17 @@ def test_a_lone_surrogate_is_422_and_a_good_request_beside_it_is_200(discriminat
         assert client.head("/health").status_code == 200
 
 
-@pytest.mark.parametrize("body", [_items([]), {"items": [{"id": 1, "prompt": "p", "response": ""}]},
-                                  {"items": [{"id": 1, "prompt": "p", "response": "\n\n\n\n"}]}])
-def test_a_solution_without_steps_is_scored_as_one_without_steps(tmp_path, body):
+@pytest.fixture(scope="module")
+def rlhflow(tmp_path_factory) -> PRM:
     from tests.prm_replicas import REPLICAS
 
-    prm = PRM.from_pretrained(REPLICAS["rlhflow"](tmp_path / "rlhflow"), format="rlhflow")
-    with TestClient(create_app(prm)) as client:
+    return PRM.from_pretrained(REPLICAS["rlhflow"](tmp_path_factory.mktemp("rlhflow")), format="rlhflow")
+
+
+@pytest.mark.parametrize("body", [_items([]), {"items": [{"id": 1, "prompt": "p", "response": ""}]},
+                                  {"items": [{"id": 1, "prompt": "p", "response": "\n\n\n\n"}]}])
+def test_a_solution_without_steps_is_scored_as_one_without_steps(rlhflow, body):
+    with TestClient(create_app(rlhflow)) as client:
         reply = client.post("/v1/prm/score", json=body)
     assert reply.status_code == 200, reply.text
     assert reply.json()["results"][0]["step_scores"] == []
