@@ -333,10 +333,10 @@ def import_dataset(source: str, input: Path, output: Path, *, neutral_is_correct
               "positive_steps": sum(sum(r["labels"]) for r in rows), "rejected": len(rejects),
               "rejected_by_reason": dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
               "shards": [], "seconds": None}
+    first = rejects[0]["message"] if rejects else "the input has no records"
+    failed = f"{input}: no row could be imported as {source} ({len(rejects)} rejected; first: {first}); "
     if not rows and replacing:  # nothing replaces the earlier import: it stays as it was
-        first = rejects[0]["message"] if rejects else "the input has no records"
-        raise UsageError(f"{input}: no row could be imported as {source} ({len(rejects)} rejected; first: {first}); "
-                         f"the earlier import in {output} is kept as it was")
+        raise UsageError(failed + f"the earlier import in {output} is kept as it was")
     output.parent.mkdir(parents=True, exist_ok=True)
     partial = Path(tempfile.mkdtemp(prefix=f".{output.name}.import-", dir=output.parent))
     try:
@@ -354,9 +354,7 @@ def import_dataset(source: str, input: Path, output: Path, *, neutral_is_correct
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     if not rows:
-        first = rejects[0]["message"] if rejects else "the input has no records"
-        raise UsageError(f"{input}: no row could be imported as {source} ({len(rejects)} rejected; first: {first}); "
-                         f"see {output / REJECTS_FILE}")
+        raise UsageError(failed + f"see {output / REJECTS_FILE}")
     return report
 
 

@@ -38,8 +38,7 @@ class EvalFiles:
 _METRICS = frozenset({"metrics.json", "metrics.md", "metrics.png", "predictions.jsonl"})
 EVALS = {
     "processbench": EvalFiles("prmfactory eval processbench", _METRICS | {"skipped.jsonl"}, "metrics.json",
-                              ("splits", "average_f1"),
-                                  absent=("claim_timeouts",)),
+                              ("splits", "average_f1"), absent=("claim_timeouts",)),
     "prmbench": EvalFiles("prmfactory eval prmbench", _METRICS, "metrics.json", ("categories", "overall")),
     "bon": EvalFiles("prmfactory eval bon", frozenset({"bon.json", "bon.md", "bon.png", "candidates.jsonl"}),
                      "bon.json", ("curves",)),
