@@ -53,7 +53,7 @@ def train_arm(args) -> None:
     from prmfactory.stages import StageInput, execute
     from prmfactory.store import Run
     from prmfactory.train.config import TrainPrmConfig
-    from prmfactory.train.formats import StepEncoder
+    from prmfactory.prm.encoding import StepEncoder
 
     import pyarrow.parquet as pq
 

@@ -314,7 +314,7 @@ def eval_processbench(
     from prmfactory.errors import UsageError
     from prmfactory.eval.processbench import (calibrated_metrics, evaluate_prm, load_splits, markdown_table, metrics,
                                               read_predictions, write_results)
-    from prmfactory.prm_formats import OWN_FORMAT
+    from prmfactory.prm.public import OWN_FORMAT
 
     if (prm is None) == (predictions is None):
         raise UsageError("give exactly one of --prm DIR or --predictions FILE")
@@ -539,7 +539,7 @@ def run_pipeline(
 
     _check_format(input_format)
     if processbench is not None:
-        from prmfactory.prm import scorer_factory
+        from prmfactory.prm.scorers import scorer_factory
 
         kinds = {config.kind for name, config in load_pipeline(pipeline) if name == "train-prm"}
         if not kinds:

@@ -125,7 +125,7 @@ def _keep_threshold(prm: Path, threshold: float, dev: Path, dev_f1: float) -> No
     """The threshold chosen on the dev file ``dev`` into the PRM's prm.json, as `eval processbench --threshold auto`
     keeps one."""
     from prmfactory.eval.processbench import THRESHOLDS
-    from prmfactory.prm_folder import PRMMeta
+    from prmfactory.prm.folder import PRMMeta
 
     meta = PRMMeta.load(prm)
     meta.threshold = threshold
@@ -142,7 +142,7 @@ def run_demo(output: Path, size: DemoSize, *, quiet: bool = False, force: bool =
     from prmfactory.eval.best_of_n import evaluate_bon
     from prmfactory.eval.processbench import calibrate_threshold, evaluate_prm, load_splits, metrics, read_predictions
     from prmfactory.pipeline import run_pipeline
-    from prmfactory.prm_folder import PRMMeta
+    from prmfactory.prm.folder import PRMMeta
     from prmfactory.stages import StageInput
     from prmfactory.train.stage import PIPELINE_PRM_FOLDER
     from prmfactory.progress import console

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class PrmfactoryError(Exception):
     """A failure the user should read as one line; exit code 1."""
@@ -17,3 +19,10 @@ class UsageError(PrmfactoryError):
 
 class PromptTooLong(PrmfactoryError):
     """A prompt that leaves no room to generate in the model's context; a stage may skip that item."""
+
+
+def rerun_command(stage: str, root: Path | str) -> str:
+    """The command a message tells the user to run to (re)compute ``stage``'s outputs in the run at ``root``."""
+    if stage == "mcts":
+        return f"prmfactory mcts --input PROBLEMS --output {root}"
+    return f"prmfactory {stage} --run {root}"

@@ -50,7 +50,8 @@ class RunFiles(ABC):
     of the run, before it reads, moves or deletes anything (:class:`PathOutsideRun`).
     """
 
-    local: bool
+    local: bool  # a folder on this machine (its files have paths)
+    renames: bool  # files are renamed into place and the writer can lock; else written once under unique names
 
     def _check_relative(self, rel: str) -> None:
         parts = rel.replace("\\", "/").split("/")
@@ -107,6 +108,17 @@ class RunFiles(ABC):
     def sha256(self, rel: str) -> str:
         return hashlib.sha256(self.read_bytes(rel)).hexdigest()
 
+    def readable(self, rel: str) -> Path | str:
+        """What a reader (pyarrow, duckdb) opens for ``rel``: its path, or its URL."""
+        return self.show(rel)
+
+    def appendable(self, rel: str) -> Path | None:
+        """A path a log can append to as it goes, or None where files are written whole only."""
+        return None
+
+    def require_folder(self) -> None:
+        """Refuse a root that exists and is not a folder (object stores have no such thing)."""
+
     def read_text(self, rel: str) -> str | None:
         """The file's text, or None if it does not exist."""
         try:
@@ -119,9 +131,21 @@ class LocalFiles(RunFiles):
     """A folder on this machine: temporary file, fsync, rename."""
 
     local = True
+    renames = True
 
     def __init__(self, root: Path):
         self.root = Path(root)
+
+    def readable(self, rel: str) -> Path:
+        return self.path(rel)
+
+    def appendable(self, rel: str) -> Path:
+        self.root.mkdir(parents=True, exist_ok=True)
+        return self.path(rel)
+
+    def require_folder(self) -> None:
+        if self.root.exists() and not self.root.is_dir():
+            raise UsageError(f"{self.root}: not a folder")
 
     def show(self, rel: str = "") -> str:
         return str(self.root / rel) if rel else str(self.root)
@@ -197,6 +221,7 @@ class FsspecFiles(RunFiles):
     """Any fsspec filesystem; each file is written whole under its final name (no rename)."""
 
     local = False
+    renames = False
 
     def __init__(self, url: str):
         import fsspec

@@ -27,10 +27,11 @@ from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Sequence
 from pydantic import BaseModel, ConfigDict, Field
 from rich.markup import escape
 
+from prmfactory.bookkeeping import begin_stage, record_cluster, stage_log, write_report
 from prmfactory.config import StageConfig
-from prmfactory.errors import UsageError
+from prmfactory.errors import UsageError, rerun_command
 from prmfactory.progress import console
-from prmfactory.store import Lineage, Run, config_sha256, rerun_command
+from prmfactory.store import Lineage, Run, config_sha256
 
 if TYPE_CHECKING:
     from prmfactory.work import StageWork, Unit
@@ -114,7 +115,7 @@ class StageContext:
                 from prmfactory.cluster import RayPool
 
                 with RayPool(cluster, work) as pool:
-                    self.run.record_cluster(self.stage.name, pool.description)
+                    record_cluster(self.run, self.stage.name, pool.description)
                     self.report.details["cluster"] = pool.description
                     pool.run(units, committer)
                 self.report.engine.update(pool.engine_metrics)
@@ -169,8 +170,8 @@ class Stage(ABC):
             if not run.shards(dataset):
                 producer = next((s.name for s in all_stages() if dataset in s.writes), "?")
                 raise UsageError(f"{run.root}: no {dataset} to read; run `{rerun_command(producer, run.root)}` first")
-        ctx.report.discarded.update(run.begin_stage(self.name, ctx.config, self.writes, force=ctx.force,
-                                                    downstream=downstream_of(self.writes)))
+        ctx.report.discarded.update(begin_stage(run, self.name, ctx.config, self.writes, force=ctx.force,
+                                                downstream=downstream_of(self.writes)))
         stale = [s for d in self.writes for s in run.stale_shards(d)]
         if stale and self.whole_run:
             stale = [s for d in self.writes for s in run.shards(d)]
@@ -246,7 +247,7 @@ def execute(name: str, run: Run, config: StageConfig, *, force: bool = False,
         from prmfactory.cluster import check_reachable
 
         check_reachable(cluster.ray_address)
-    with run.writing(), run.log_to_file(name) as log:
+    with run.writing(), stage_log(run, name) as log:
         ctx.log = log
         for message in run.orphaned:
             log.warning(message)
@@ -263,6 +264,6 @@ def execute(name: str, run: Run, config: StageConfig, *, force: bool = False,
             raise
         run.drop_aside()
         report.seconds = round(time.monotonic() - started, 1)
-        run.write_report(name, report.model_dump(mode="json"))
+        write_report(run, name, report.model_dump(mode="json"))
         log.info("%s report: %s", name, report.model_dump_json(exclude={"details"}))
     return report

@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import fcntl
-import io
 import json
 import logging
 import os
@@ -38,16 +37,14 @@ import platform
 import re
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import pyarrow as pa
 
 from prmfactory import schemas
-from prmfactory.config import StageConfig, dump_yaml
-from prmfactory.errors import PrmfactoryError, UsageError
+from prmfactory.errors import PrmfactoryError, UsageError, rerun_command
 from prmfactory.fileio import atomic_write_text, sha256_text
 from prmfactory.manifest import SHARD_NAME as _SHARD_NAME
 from prmfactory.manifest import AsideRecord, CorruptManifest
@@ -165,13 +162,6 @@ class CommitLog:
 _VERIFIED: set[tuple[str, str, int, int]] = set()
 
 
-def rerun_command(stage: str, root: Path) -> str:
-    """The command that (re)computes ``stage``'s outputs in the run at ``root``."""
-    if stage == "mcts":
-        return f"prmfactory mcts --input PROBLEMS --output {root}"
-    return f"prmfactory {stage} --run {root}"
-
-
 def config_sha256(output_config: Mapping[str, Any]) -> str:
     """The fingerprint of a stage's output-affecting config, as recorded on its shards."""
     return sha256_text(json.dumps(output_config, sort_keys=True, default=str))
@@ -228,8 +218,7 @@ class Run:
 
     def require_run_or_new(self) -> None:
         """Refuse to make a run in a folder that holds files this tool did not write (they would be at risk)."""
-        if self.files.local and self.root.exists() and not self.root.is_dir():
-            raise UsageError(f"{self.root}: not a folder")
+        self.files.require_folder()
         if not self.exists():
             ours = {".lock", "log.txt", "run.yaml", "reports", "rejects.jsonl"}  # what a run has before its first commit
             foreign = [name for name in self.files.names("") if name not in ours]
@@ -245,7 +234,7 @@ class Run:
         disagree, which one holds the run cannot be known, and it is refused.
         """
         logged = self._log.manifest()
-        if logged is not None and not self.files.local:
+        if logged is not None and not self.files.renames:
             return logged  # on a store each manifest.json read is a request: writing() checks the pair once
         return self._one_form(logged) or empty_manifest()
 
@@ -309,7 +298,7 @@ class Run:
         except OSError as exc:
             raise DamagedShardError(f"{where}: {dataset} shard listed in the manifest is unreadable "
                                     f"({exc.strerror or exc}); {self._rebuild_hint(shard)}") from exc
-        path = self.files.path(shard["file"]) if self.files.local else where
+        path = self.files.readable(shard["file"])
         if not force and (key in _VERIFIED or os.environ.get("PRMFACTORY_NO_VERIFY") == "1"):
             return path
         if self.files.sha256(shard["file"]) != shard["sha256"]:
@@ -403,7 +392,7 @@ class Run:
         con = duckdb.connect()
         views = {}
         for name in schemas.names():
-            views[name] = [str(p) for p in self.shard_paths(name)] if self.files.local else None
+            views[name] = [str(p) for p in self.shard_paths(name)] if self.files.renames else None
         allowed = [path for files in views.values() for path in files or ()]
         con.execute("SET allowed_paths = $1", [allowed])
         con.execute("SET enable_external_access = false")
@@ -426,7 +415,7 @@ class Run:
         exactly one wins and the other gets a one-line error; a driver started later takes the run
         over, and the earlier one stops at its next commit (nothing uncommitted is ever visible).
         """
-        if not self.files.local:
+        if not self.files.renames:
             manifest = self._one_form(self._log.manifest()) or empty_manifest()
             if self.files.exists("manifest.json") and getattr(getattr(self.files, "fs", None), "local_file", False):
                 raise UsageError(f"{self.location()}: a local run (manifest.json); open it by its path, not as a "
@@ -467,12 +456,12 @@ class Run:
 
     def _save_manifest(self, manifest: Mapping[str, Any]) -> None:
         """Make ``manifest`` the run's: manifest.json replaced atomically, or the commit log's next entry."""
-        if not self.files.local:
+        if not self.files.renames:
             self._log.append(manifest)
         else:
             atomic_write_text(self.manifest_path, json.dumps(manifest, indent=1))
 
-    def _require_lock(self) -> None:
+    def require_writer(self) -> None:
         if self._lock_handle is None:
             raise RuntimeError("Run writes must happen inside `with run.writing():`")
 
@@ -518,7 +507,7 @@ class Run:
         With ``lineage``, every shard records what it was computed from (see the module doc).
         Returns the rows committed per dataset.
         """
-        self._require_lock()
+        self.require_writer()
         tables: dict[str, pa.Table] = {}
         for dataset, rows in rows_by_dataset.items():  # validate everything before writing anything
             schema = schemas.load(dataset)
@@ -529,7 +518,7 @@ class Run:
         staged: list[tuple[str, dict[str, Any]]] = []
         for dataset, table in tables.items():
             # on an object store a shard's name is unique, so a writer that lost the run never overwrites one
-            unique = f"-{uuid.uuid4().hex[:12]}" if not self.files.local else ""
+            unique = f"-{uuid.uuid4().hex[:12]}" if not self.files.renames else ""
             file = f"{dataset}/part-{self._next_index(dataset):05d}{unique}.parquet"
             sha = self.files.write_table(file, table)
             ids = sorted(set(table.column("question_id").to_pylist()))
@@ -559,7 +548,7 @@ class Run:
         loses nothing); :meth:`drop_aside` deletes them once the new outputs are committed. Returns
         the shards set aside per dataset.
         """
-        self._require_lock()
+        self.require_writer()
         manifest = self.manifest()
         aside = {d: manifest["datasets"][d] for d in datasets if manifest["datasets"].get(d, {}).get("shards")}
         if not aside:
@@ -614,7 +603,7 @@ class Run:
 
     def drop_shards(self, records: Sequence[Mapping[str, Any]]) -> int:
         """Forget and delete the given shard records (stale outputs about to be recomputed)."""
-        self._require_lock()
+        self.require_writer()
         files = {r["file"] for r in records}
         if not files:
             return 0
@@ -626,116 +615,11 @@ class Run:
             self.files.remove(file)
         return len(files)
 
-    def begin_stage(self, stage: str, config: StageConfig, outputs: Sequence[str], *, force: bool,
-                    downstream: Sequence[str] = ()) -> dict[str, int]:
-        """Record ``config`` as the stage's effective config, refusing a conflicting rerun.
-
-        A rerun whose output-affecting fields differ from the recorded ones would mix two
-        configurations in one dataset, so it is refused unless ``force`` is set. ``force``
-        discards the stage's outputs and every ``downstream`` dataset (computed from them) before
-        the stage starts afresh; returns what it discarded (shards per dataset).
-        """
-        self._require_lock()
-        data = self.run_yaml()
-        stages = data.setdefault("stages", {})
-        previous = stages.get(stage)
-        has_output = any(self.shards(d) for d in outputs)
-        discarded: dict[str, int] = {}
-        if force:
-            discarded = self.set_aside([*outputs, *downstream])
-        elif previous and has_output:
-            old = previous.get("output_config", {})
-            new = config.output_affecting()
-            changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-            if changed:
-                details = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
-                also = [d for d in downstream if self.shards(d)]
-                raise UsageError(
-                    f"{self.location('run.yaml')}: stage {stage!r} already ran with a different config ({details}); "
-                    f"rerun with --force to discard its outputs{' and ' + ', '.join(also) if also else ''} "
-                    "and start again"
-                )
-        stages[stage] = {
-            "config": config.model_dump(mode="json"),
-            "output_config": config.output_affecting(),
-            "outputs": list(outputs),
-            "schema_versions": {d: schemas.load(d).version for d in outputs},
-            "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        }
-        data["tool_versions"] = tool_versions()
-        self.files.write_text("run.yaml", dump_yaml(data))
-        return discarded
-
-    def record_cluster(self, stage: str, cluster: Mapping[str, Any]) -> None:
-        """Keep where a stage's work ran (Ray address, nodes, resources, workers) beside its config in run.yaml."""
-        self._require_lock()
-        data = self.run_yaml()
-        data.setdefault("stages", {}).setdefault(stage, {})["cluster"] = dict(cluster)
-        self.files.write_text("run.yaml", dump_yaml(data))
-
-    def write_report(self, stage: str, report: Mapping[str, Any]) -> str:
-        """Keep a stage's counters and metrics in ``RUN/reports/<stage>.json``; where it is."""
-        self.files.write_text(f"reports/{stage}.json", json.dumps(report, indent=1, default=str))
-        return self.location(f"reports/{stage}.json")
-
     def read_report(self, stage: str) -> dict[str, Any] | None:
+        """A stage's report (``RUN/reports/<stage>.json``, written by the runner), or None."""
         text = self.files.read_text(f"reports/{stage}.json")
         return json.loads(text) if text is not None else None
 
     def write_text(self, name: str, text: str) -> None:
-        """Replace a small file of the run (``rejects.jsonl``) whole."""
+        """Replace a small file of the run (``run.yaml``, ``rejects.jsonl``, a report) whole; the writer's only."""
         self.files.write_text(name, text)
-
-    @contextlib.contextmanager
-    def log_to_file(self, stage: str) -> Iterator[logging.Logger]:
-        """Append the ``prmfactory`` logger's records to ``RUN/log.txt`` while a stage runs.
-
-        On an object store (no appends) the stage's records are kept in memory and added to the
-        log when the stage ends, however it ends.
-        """
-        formatter = logging.Formatter(f"%(asctime)s %(levelname)s [{stage}] %(message)s")
-        buffer = io.StringIO()
-        if self.files.local:
-            self.root.mkdir(parents=True, exist_ok=True)
-            handler: logging.Handler = logging.FileHandler(self.root / "log.txt", encoding="utf-8")
-        else:
-            handler = logging.StreamHandler(buffer)
-        handler.setFormatter(formatter)
-        LOG.addHandler(handler)
-        LOG.setLevel(logging.INFO)
-        try:
-            yield LOG
-        finally:
-            LOG.removeHandler(handler)
-            handler.close()
-            if not self.files.local and buffer.getvalue():
-                self.files.write_text("log.txt", (self.files.read_text("log.txt") or "") + buffer.getvalue())
-
-
-class CommitBuffer:
-    """Collects a stage's rows question by question and commits them every ``every`` questions.
-
-    A question's rows (for all datasets) are added in one call, so a commit never splits a
-    question: the resume ledger stays exact. ``commit`` is :meth:`Run.commit` or a stage
-    context's commit (which adds lineage and counts).
-    """
-
-    def __init__(self, commit: Callable[[Mapping[str, Sequence[Mapping[str, Any]]]], Any], datasets: Sequence[str],
-                 every: int):
-        self.commit, self.datasets, self.every = commit, tuple(datasets), every
-        self._rows: dict[str, list[Mapping[str, Any]]] = {d: [] for d in self.datasets}
-        self._questions = 0
-
-    def add(self, rows_by_dataset: Mapping[str, Sequence[Mapping[str, Any]]], questions: int = 1) -> None:
-        """Add the rows of ``questions`` whole questions."""
-        for dataset, rows in rows_by_dataset.items():
-            self._rows[dataset].extend(rows)
-        self._questions += questions
-        if self._questions >= self.every:
-            self.flush()
-
-    def flush(self) -> None:
-        if self._questions:
-            self.commit(self._rows)
-            self._rows = {d: [] for d in self.datasets}
-            self._questions = 0

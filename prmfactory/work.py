@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from prmfactory.engines.base import run_all
-from prmfactory.store import CommitBuffer
 
 if TYPE_CHECKING:
     from prmfactory.config import EngineConfig
@@ -79,6 +78,35 @@ class StageWork(ABC):
     def failed_rows(self, unit: Unit, reason: str) -> dict[str, list[dict[str, Any]]]:
         """Rows that record a unit given up on after its workers kept dying (none: it stays to do on a rerun)."""
         return {}
+
+
+class CommitBuffer:
+    """Collects a stage's rows question by question and commits them every ``every`` questions.
+
+    A question's rows (for all datasets) are added in one call, so a commit never splits a
+    question: the resume ledger stays exact. ``commit`` is :meth:`prmfactory.store.Run.commit` or a stage
+    context's commit (which adds lineage and counts).
+    """
+
+    def __init__(self, commit: Callable[[Mapping[str, Sequence[Mapping[str, Any]]]], Any], datasets: Sequence[str],
+                 every: int):
+        self.commit, self.datasets, self.every = commit, tuple(datasets), every
+        self._rows: dict[str, list[Mapping[str, Any]]] = {d: [] for d in self.datasets}
+        self._questions = 0
+
+    def add(self, rows_by_dataset: Mapping[str, Sequence[Mapping[str, Any]]], questions: int = 1) -> None:
+        """Add the rows of ``questions`` whole questions."""
+        for dataset, rows in rows_by_dataset.items():
+            self._rows[dataset].extend(rows)
+        self._questions += questions
+        if self._questions >= self.every:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._questions:
+            self.commit(self._rows)
+            self._rows = {d: [] for d in self.datasets}
+            self._questions = 0
 
 
 class UnitCommitter:

@@ -51,7 +51,7 @@ def qwen_math_prm(path: Path) -> Path:
     import torch
     from transformers import Qwen2Config
 
-    from prmfactory.qwen2_prm import Qwen2ProcessRewardModel
+    from prmfactory.prm.qwen2 import Qwen2ProcessRewardModel
 
     torch.manual_seed(0)
     tokenizer = _tokenizer(["<|im_start|>", "<|im_end|>", "<extra_0>"], QWEN_TEMPLATE)

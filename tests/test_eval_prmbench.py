@@ -119,7 +119,7 @@ def test_cli_scores_with_a_prm_and_records_it_in_the_card(tmp_path):
     import torch
     from transformers import Qwen2Config, Qwen2ForTokenClassification
 
-    from prmfactory.prm_folder import PRMMeta
+    from prmfactory.prm.folder import PRMMeta
     from prmfactory.toy.build import train_tokenizer
     from tests.prm_replicas import SIZES, TEXTS
 

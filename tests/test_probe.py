@@ -16,7 +16,7 @@ from prmfactory.toy.critique import corrupt
 from prmfactory.toy.oracle import first_error
 from prmfactory.toy.problems import generate
 from prmfactory.train.config import TrainPrmConfig
-from prmfactory.train.formats import StepEncoder
+from prmfactory.prm.encoding import StepEncoder
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def test_step_spans_cover_each_step_and_its_separator_once():
 def test_a_step_is_as_wrong_as_its_least_plausible_token():
     import torch
 
-    from prmfactory.likelihood_probe import step_logits
+    from prmfactory.prm.heads.probe import step_logits
 
     margins = torch.tensor([5.0, 6.0, -3.0, 7.0, 4.0])
     logits = step_logits(margins, [(0, 2), (2, 5)])
@@ -54,9 +54,10 @@ def test_a_step_is_as_wrong_as_its_least_plausible_token():
 def test_probe_loss_pools_each_labelled_step_alone_also_when_only_the_last_is_labelled():
     import torch
 
-    from prmfactory.likelihood_probe import step_logits
-    from prmfactory.train.discriminative import probe_loss
-    from prmfactory.train.formats import IGNORE_INDEX
+    from prmfactory.prm.encoding import IGNORE_INDEX
+    from prmfactory.prm.heads.probe import ProbeHead, step_logits
+
+    probe_loss = ProbeHead().loss
 
     margins = torch.tensor([[9.0, 9.0, 2.0, -1.0, 3.0, 0.5, 4.0, 0.0]])
     positions, prompt_length = torch.tensor([[3, 5, -1]]), torch.tensor([1])  # steps [1, 4) and [4, 6); one pad

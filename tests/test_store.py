@@ -8,6 +8,7 @@ import textwrap
 
 import pytest
 
+from prmfactory.bookkeeping import begin_stage
 from prmfactory.config import StageConfig, runtime_field
 from prmfactory.errors import UsageError
 from prmfactory.schemas import SchemaError
@@ -82,13 +83,13 @@ class DemoConfig(StageConfig):
 def test_rerun_with_changed_config_is_refused_unless_forced(tmp_path):
     run = Run(tmp_path)
     with run.writing():
-        run.begin_stage("mcts", DemoConfig(), ["questions"], force=False)
+        begin_stage(run, "mcts", DemoConfig(), ["questions"], force=False)
         run.commit({"questions": [question("a")]})
-        run.begin_stage("mcts", DemoConfig(quiet=True), ["questions"], force=False)  # runtime-only change
+        begin_stage(run, "mcts", DemoConfig(quiet=True), ["questions"], force=False)  # runtime-only change
         with pytest.raises(UsageError, match="rollouts: 4 -> 8.*--force"):
-            run.begin_stage("mcts", DemoConfig(rollouts=8), ["questions"], force=False)
+            begin_stage(run, "mcts", DemoConfig(rollouts=8), ["questions"], force=False)
         assert run.read("questions").num_rows == 1
-        run.begin_stage("mcts", DemoConfig(rollouts=8), ["questions"], force=True)
+        begin_stage(run, "mcts", DemoConfig(rollouts=8), ["questions"], force=True)
         assert run.read("questions").num_rows == 0
     assert run.stage_configs()["mcts"]["config"]["rollouts"] == 8
     assert "pyarrow" in (tmp_path / "run.yaml").read_text()

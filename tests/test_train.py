@@ -21,7 +21,7 @@ from prmfactory.toy.critique import corrupt
 from prmfactory.toy.oracle import first_error
 from prmfactory.toy.problems import generate
 from prmfactory.train.config import TrainPrmConfig
-from prmfactory.train.formats import IGNORE_INDEX, CritiqueEncoder, StepEncoder
+from prmfactory.prm.encoding import IGNORE_INDEX, CritiqueEncoder, StepEncoder
 
 
 @pytest.fixture(scope="module")
@@ -187,7 +187,7 @@ def qwen2_prm(tmp_path_factory, tokenizer):
     import torch
     from transformers import Qwen2Config, Qwen2ForTokenClassification
 
-    from prmfactory.prm_folder import PRMMeta
+    from prmfactory.prm.folder import PRMMeta
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("qwen2-prm")

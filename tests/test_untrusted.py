@@ -24,7 +24,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from prmfactory.prm import PRM
-from prmfactory.prm_folder import PRMMeta
+from prmfactory.prm.folder import PRMMeta
 from prmfactory.serve.app import create_app
 from prmfactory.store import Run
 from tests.conftest import FIXTURES, serving

@@ -125,8 +125,8 @@ def evaluate_bon(prm_path: Path, output: Path, *, problems: Sequence[Mapping[str
     with ``force``, an earlier Best-of-N output (:mod:`prmfactory.eval.output`), written whole or not at all."""
     from prmfactory.eval.output import check_output, eval_output
     from prmfactory.prm import PRM, score_with_progress
-    from prmfactory.prm_folder import record_eval
-    from prmfactory.prm_formats import OWN_FORMAT, step_segmentation
+    from prmfactory.prm.folder import record_eval
+    from prmfactory.prm.public import OWN_FORMAT, step_segmentation
 
     check_output(output, "bon", force)  # before minutes of sampling
     if candidates is not None:

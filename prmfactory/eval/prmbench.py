@@ -288,8 +288,8 @@ def evaluate(data: Sequence[Path], output: Path, *, prm_path: Path | None = None
         result = {**prmbench_metrics(samples, read_predictions(predictions, samples, threshold)),
                   "threshold": threshold, "data": [str(p) for p in data]}
         if prm is not None:
-            from prmfactory.prm_folder import record_eval
-            from prmfactory.prm_formats import OWN_FORMAT
+            from prmfactory.prm.folder import record_eval
+            from prmfactory.prm.public import OWN_FORMAT
 
             result["prm_format"] = prm.format
             if prm.format == OWN_FORMAT:

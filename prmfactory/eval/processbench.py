@@ -333,8 +333,8 @@ def _prm_metrics(prm_path: Path, prm_format: str, data: Path, splits: Mapping[st
                  predictions: Mapping[Any, int], folder: Path, calibrate_on: str | None) -> dict[str, Any]:
     """The metrics of a scored PRM; with ``calibrate_on`` its threshold chosen there and kept in its prm.json,
     and the result recorded in its card (a prmfactory PRM; a public-format folder is left as it is)."""
-    from prmfactory.prm_folder import PRMMeta, record_eval
-    from prmfactory.prm_formats import OWN_FORMAT
+    from prmfactory.prm.folder import PRMMeta, record_eval
+    from prmfactory.prm.public import OWN_FORMAT
 
     own = prm_format == OWN_FORMAT
     if calibrate_on is not None:

@@ -7,6 +7,7 @@ from typing import Any, Literal, Optional
 from pydantic import Field, ValidationInfo, field_validator
 
 from prmfactory.config import StageConfig, runtime_field
+from prmfactory.prm.heads import check_head, load_head
 from prmfactory.steps import SegmentationName
 
 
@@ -15,10 +16,10 @@ class TrainPrmConfig(StageConfig):
 
     kind: Literal["discriminative", "generative"] = Field("discriminative", description="Token-classification head or critique generator.")
     base: str = Field("toy", description="Base model id or local path (`toy` for the toy policy).")
-    head: Literal["token", "probe"] = Field(
-        "token", description="Discriminative: `token` trains the whole model with a classifier read at each step's "
-                             "separator; `probe` keeps the base frozen and trains a probe on its hidden states and "
-                             "token log-likelihoods, pooled over each step (prmfactory/likelihood_probe.py).")
+    head: str = Field(
+        "token", description="Discriminative head (prmfactory/prm/heads/): `token` trains the whole model with a "
+                             "classifier read at each step's separator; `probe` keeps the base frozen and trains a "
+                             "probe on its hidden states and token log-likelihoods, pooled over each step.")
     soft_labels: bool = Field(False, description="Discriminative: BCE on the MC value (`soft_labels`) instead of hard labels.")
     last_step_only: bool = Field(False, description="Discriminative: train on the last kept step's label only.")
     segmentation: Optional[SegmentationName] = Field(
@@ -38,14 +39,16 @@ class TrainPrmConfig(StageConfig):
 
     @field_validator("head")
     @classmethod
-    def _probe_is_discriminative(cls, head: str, info: ValidationInfo) -> str:
-        if head == "probe" and info.data.get("kind") != "discriminative":
-            raise ValueError("'probe' is a discriminative head; a generative PRM has none")
+    def _registered_discriminative_head(cls, head: str, info: ValidationInfo) -> str:
+        check_head(head)
+        if head != "token" and info.data.get("kind") != "discriminative":
+            raise ValueError(f"{head!r} is a discriminative head; a generative PRM has none")
         return head
 
     @field_validator("lora_r")
     @classmethod
-    def _probe_has_no_adapter(cls, lora_r: int, info: ValidationInfo) -> int:
-        if lora_r and info.data.get("head") == "probe":
-            raise ValueError("the probe head keeps the base frozen; lora_r must be 0")
+    def _head_takes_adapters(cls, lora_r: int, info: ValidationInfo) -> int:
+        head = info.data.get("head")
+        if lora_r and head and not load_head(head).adapters:
+            raise ValueError(f"the {head} head keeps the base frozen; lora_r must be 0")
         return lora_r

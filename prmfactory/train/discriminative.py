@@ -1,16 +1,13 @@
-"""Discriminative PRM: a token-classification head read at each step separator.
+"""Discriminative PRM training: any registered head, read at each step separator.
 
 Written here because stable TRL no longer has a process-supervision trainer (PRMTrainer was
 removed after TRL 1.13), and its ``int()`` cast of labels made soft labels impossible. The config
 and trainer keep TRL's shape: a dataclass over ``TrainingArguments`` and a ``Trainer`` subclass that
 accepts TRL's stepwise format ``{prompt, completions, labels}`` as is.
 
-Loss: cross-entropy against a soft target at each labelled position, ``-(t log p1 + (1-t) log p0)``.
-With hard labels (t ∈ {0, 1}) this is ordinary cross-entropy; with soft labels (t = the MC value)
-it is the BCE of the Math-Shepherd / OmegaPRM soft-label recipe. The score of a step is the
-softmax probability of class 1 at its label position (the Qwen2.5-Math-PRM convention). With the
-``probe`` head (:mod:`prmfactory.likelihood_probe`) the same targets train the probe's pooled step
-logits instead, by BCE; only the probe's weights change.
+The model and its loss are the head's (:mod:`prmfactory.prm.heads`: ``token`` trains a classifier
+read at each step's separator, ``probe`` a probe on a frozen base); the tokenisation is
+:mod:`prmfactory.prm.encoding`'s, the one every scorer reads, with hard or soft targets.
 """
 
 from __future__ import annotations
@@ -20,7 +17,9 @@ from typing import Any
 
 from transformers import Trainer, TrainingArguments
 
-from prmfactory.train.formats import IGNORE_INDEX, StepEncoder, step_spans
+from prmfactory.prm.encoding import StepEncoder
+from prmfactory.prm.heads import load_head
+from prmfactory.prm.scoring import PadCollator
 
 
 @dataclass
@@ -31,35 +30,7 @@ class PRMConfig(TrainingArguments):
     step_separator: str = field(default="\n\n", metadata={"help": "Text after each step; its last token carries the step's label."})
     soft_labels: bool = field(default=False, metadata={"help": "Train on the `soft_labels` column (MC values) instead of `labels`."})
     train_on_last_step_only: bool = field(default=False, metadata={"help": "Use only the last kept step's label."})
-    head: str = field(default="token", metadata={"help": "`token` (classifier at each separator) or `probe` (frozen base, pooled probe)."})
-
-
-def step_loss(logits, labels):
-    """Soft-target cross-entropy over the labelled positions (labels are floats, IGNORE_INDEX elsewhere)."""
-    import torch
-
-    mask = labels != IGNORE_INDEX
-    log_probs = torch.log_softmax(logits[mask].float(), dim=-1)
-    target = labels[mask].float()
-    return -(target * log_probs[:, 1] + (1 - target) * log_probs[:, 0]).mean()
-
-
-def probe_loss(margins, labels, prompt_lengths, label_positions):
-    """BCE of the probe's step logits against the soft targets of the labelled steps; a step's tokens
-    are :func:`~prmfactory.train.formats.step_spans` of all its row's steps (``label_positions``,
-    padded with −1), so training on the last step only pools that step alone, as scoring does."""
-    import torch
-
-    from prmfactory.likelihood_probe import step_logits
-
-    logits, targets = [], []
-    for row, start in enumerate(prompt_lengths.tolist()):
-        positions = [p for p in label_positions[row].tolist() if p >= 0]
-        labelled = [(span, p) for span, p in zip(step_spans(start, positions), positions) if labels[row, p] != IGNORE_INDEX]
-        if labelled:
-            logits.append(step_logits(margins[row], [span for span, _ in labelled]))
-            targets.append(labels[row, [p for _, p in labelled]].float())
-    return torch.nn.functional.binary_cross_entropy_with_logits(torch.cat(logits), torch.cat(targets))
+    head: str = field(default="token", metadata={"help": "A head of prmfactory.prm.heads.HEADS: its model's output and loss."})
 
 
 def tokenize_stepwise(dataset, encoder: StepEncoder, *, soft_labels: bool, last_step_only: bool):
@@ -85,34 +56,8 @@ def tokenize_stepwise(dataset, encoder: StepEncoder, *, soft_labels: bool, last_
     return Dataset.from_dict(rows), counts
 
 
-class PadCollator:
-    """Right-pads ``input_ids`` (pad id), ``labels`` (IGNORE_INDEX) and ``label_positions`` (−1), builds
-    the attention mask and passes ``prompt_length`` on (the last two are the probe's step spans)."""
-
-    def __init__(self, pad_id: int):
-        self.pad_id = pad_id
-
-    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
-        import torch
-
-        width = max(len(f["input_ids"]) for f in features)
-        ids = [f["input_ids"] + [self.pad_id] * (width - len(f["input_ids"])) for f in features]
-        mask = [[1] * len(f["input_ids"]) + [0] * (width - len(f["input_ids"])) for f in features]
-        batch = {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask)}
-        if "labels" in features[0]:
-            batch["labels"] = torch.tensor([f["labels"] + [float(IGNORE_INDEX)] * (width - len(f["labels"]))
-                                            for f in features])
-        if "prompt_length" in features[0]:
-            steps = max(len(f["label_positions"]) for f in features)
-            batch["prompt_length"] = torch.tensor([f["prompt_length"] for f in features])
-            batch["label_positions"] = torch.tensor([f["label_positions"] + [-1] * (steps - len(f["label_positions"]))
-                                                     for f in features])
-        return batch
-
-
 class PRMTrainer(Trainer):
-    """Trains a discriminative PRM (token head, or the probe on a frozen base) on TRL's stepwise format
-    (hard or soft labels)."""
+    """Trains a discriminative PRM (any registered head) on TRL's stepwise format (hard or soft labels)."""
 
     def __init__(self, model, args: PRMConfig, train_dataset, processing_class, **kwargs):
         encoder = StepEncoder(processing_class, args.step_separator, args.max_length)
@@ -121,14 +66,12 @@ class PRMTrainer(Trainer):
         if not len(tokenized):
             raise ValueError(f"no training row fits in max_length={args.max_length}")
         pad_id = processing_class.pad_token_id if processing_class.pad_token_id is not None else processing_class.eos_token_id
+        self.head = load_head(args.head)
         super().__init__(model=model, args=args, train_dataset=tokenized, processing_class=processing_class,
                          data_collator=PadCollator(pad_id), **kwargs)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels, prompt_lengths, positions = inputs.pop("labels"), inputs.pop("prompt_length"), inputs.pop("label_positions")
         outputs = model(**inputs)
-        if self.args.head == "probe":
-            loss = probe_loss(outputs.logits, labels, prompt_lengths, positions)
-        else:
-            loss = step_loss(outputs.logits, labels)
+        loss = self.head.loss(outputs.logits, labels, prompt_lengths, positions)
         return (loss, outputs) if return_outputs else loss

@@ -4,7 +4,7 @@ Each step's critique is the tool's verification of what the step claims (from ve
 each computation recomputed before it is compared)
 and, when the judge put the first error there, the judge's flag; then ``\\boxed{correct}`` or
 ``\\boxed{incorrect}`` from the fused label. Transcripts are tokenized by
-:class:`~prmfactory.train.formats.CritiqueEncoder` and handed to SFTTrainer pre-tokenized, with a
+:class:`~prmfactory.prm.encoding.CritiqueEncoder` and handed to SFTTrainer pre-tokenized, with a
 completion mask, so the loss covers the critique only.
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from typing import Any, Mapping, Sequence
 
-from prmfactory.train.formats import CritiqueEncoder
+from prmfactory.prm.encoding import CritiqueEncoder
 
 
 RECOMPUTED_KINDS = ("arithmetic", "approximate", "ungrounded")  # claims whose left side verify evaluated

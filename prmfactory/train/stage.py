@@ -137,18 +137,14 @@ def _with_lora(model, config: TrainPrmConfig, task_type: str):
 
 def _train_discriminative(config: TrainPrmConfig, data: TrainingData, base: str, output: Path, callbacks):
     from datasets import Dataset
-    from transformers import AutoModelForTokenClassification, AutoTokenizer
+    from transformers import AutoTokenizer
 
+    from prmfactory.prm.heads import load_head
     from prmfactory.steps import Segmenter
     from prmfactory.train.discriminative import PRMConfig, PRMTrainer
 
     tokenizer = AutoTokenizer.from_pretrained(base)
-    if config.head == "probe":
-        from prmfactory.likelihood_probe import LikelihoodProbe
-
-        model = LikelihoodProbe.from_pretrained(base)
-    else:
-        model = AutoModelForTokenClassification.from_pretrained(base, num_labels=2)
+    model = load_head(config.head).for_training(base)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     columns = {c: [r.get(c) for r in data.rows] for c in ("prompt", "completions", "labels", "soft_labels")}
@@ -182,7 +178,7 @@ def _train_generative(config: TrainPrmConfig, data: TrainingData, base: str, out
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
-    from prmfactory.train.formats import CritiqueEncoder
+    from prmfactory.prm.encoding import CritiqueEncoder
     from prmfactory.train.generative import critique_dataset
 
     tokenizer = AutoTokenizer.from_pretrained(base)
@@ -249,7 +245,7 @@ class TrainPrmStage(Stage, name="train-prm", config=TrainPrmConfig, reads=("step
         return data
 
     def begin(self, ctx: StageContext) -> None:
-        from prmfactory.prm_folder import META_FILE, PRMMeta
+        from prmfactory.prm.folder import META_FILE, PRMMeta
 
         output, data = ctx.run.root, ctx.prepared
         if ctx.force or not (output / META_FILE).exists():
@@ -263,7 +259,7 @@ class TrainPrmStage(Stage, name="train-prm", config=TrainPrmConfig, reads=("step
         ctx.report.already_done = True
 
     def run(self, ctx: StageContext) -> StageReport:
-        from prmfactory.prm_folder import PRMMeta
+        from prmfactory.prm.folder import PRMMeta
 
         report, data = ctx.report, ctx.prepared
         report.rows_in = len(data.rows)
@@ -283,9 +279,8 @@ def train(config: TrainPrmConfig, data: TrainingData, data_path: Path, output: P
     from transformers import PrinterCallback
 
     from prmfactory.fileio import atomic_write_text
-    from prmfactory.prm_folder import PRMMeta
     from prmfactory.models import resolve_model
-    from prmfactory.train.card import write_model_card
+    from prmfactory.prm.folder import PRMMeta, write_model_card
 
     if config.threads:
         torch.set_num_threads(config.threads)

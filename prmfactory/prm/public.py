@@ -6,7 +6,7 @@ ProcessBench, PRMBench, Best-of-N and RL rewards with its own conventions:
 * ``qwen2.5-math-prm`` — Qwen2.5-Math-PRM (Zhang et al. 2025, arXiv:2501.07301; model card of
   Qwen/Qwen2.5-Math-PRM-7B): the system prompt "Please reason step by step…", the steps joined in
   the assistant turn with ``<extra_0>`` after each, the process-reward head's P(class 1) at each
-  ``<extra_0>``. The head ships as remote code; :mod:`prmfactory.qwen2_prm` is its equivalent.
+  ``<extra_0>``. The head ships as remote code; :mod:`prmfactory.prm.qwen2` is its equivalent.
 * ``math-shepherd`` — Math-Shepherd (Wang et al. 2024, arXiv:2312.08935; model card of
   peiyi9979/math-shepherd-mistral-7b-prm): ``"{question} Step 1: … ки\\nStep 2: … ки\\n"``, P("+")
   against P("-") from the language-model logits at each ``ки`` tag.
@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from prmfactory.errors import UsageError
-from prmfactory.prm import class_one_probability
-from prmfactory.prm_folder import META_FILE, PRMMeta
-from prmfactory.train.formats import EncodedSolution
+from prmfactory.prm.encoding import EncodedSolution
+from prmfactory.prm.folder import META_FILE, PRMMeta
+from prmfactory.prm.scoring import class_one_probability, score_encoded
 
 OWN_FORMAT = "prmfactory"
 QWEN_ARCHITECTURE = "Qwen2ForProcessRewardModel"
@@ -149,8 +149,6 @@ class PublicFormatScorer:
         return EncodedSolution(ids[: self.max_length], positions, len(step_chars))
 
     def score_batch(self, items: Sequence[tuple[str, Sequence[str]]]) -> list[list[float]]:
-        from prmfactory.prm import score_encoded
-
         return score_encoded(self.model, [self.encode(problem, steps) for problem, steps in items], self.pad_id,
                              self.batch_size, self.read)
 
@@ -165,7 +163,7 @@ class QwenMathPRM(PublicFormatScorer):
         self.separator_id = self._single_token(QWEN_STEP_SEPARATOR)
 
     def model_class(self):
-        from prmfactory.qwen2_prm import Qwen2ProcessRewardModel
+        from prmfactory.prm.qwen2 import Qwen2ProcessRewardModel
 
         return Qwen2ProcessRewardModel
 

@@ -10,11 +10,16 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
+
+from pydantic import AfterValidator
 
 from prmfactory.errors import UsageError
+from prmfactory.prm.heads import check_head, load_head
 
 META_FILE = "prm.json"
+CARD_FILE = "README.md"
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
 @dataclass
@@ -22,7 +27,7 @@ class PRMMeta:
     """What ``prm.json`` records about a trained PRM."""
 
     kind: Literal["discriminative", "generative"]
-    head: Literal["token", "probe"] = "token"  # discriminative: "token" (classifier at each separator) or "probe" (prmfactory.likelihood_probe)
+    head: Annotated[str, AfterValidator(check_head)] = "token"  # discriminative: a name in prmfactory.prm.heads.HEADS
     segmentation: str = "blank_line"
     max_length: int = 1024
     base: str = ""
@@ -61,10 +66,35 @@ class PRMMeta:
         atomic_write_text(Path(path) / META_FILE, json.dumps(asdict(self), indent=1))
 
 
+def write_model_card(folder: Path, meta: PRMMeta) -> Path:
+    """Render the card (``README.md``) from the PRM's metadata, with ``data_cards/prm_model_card.md.j2``."""
+    import jinja2
+
+    from prmfactory.fileio import atomic_write_text
+    from prmfactory.resources import resource_dir
+
+    environment = jinja2.Environment(loader=jinja2.FileSystemLoader(resource_dir("data_cards")),
+                                     undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    path = Path(folder) / CARD_FILE
+    atomic_write_text(path, environment.get_template("prm_model_card.md.j2").render(meta=meta))
+    return path
+
+
+def require_model_files(path: Path, meta: PRMMeta) -> None:
+    """A PRM folder must hold its model and what its head adds: a half-copied folder is one line,
+    never a transformers stack or, worse, a head scored untrained."""
+    missing = [] if (path / "config.json").is_file() else ["config.json"]
+    if not any((path / name).is_file() for name in WEIGHT_FILES):
+        missing.append("the model's weights (model.safetensors)")
+    if meta.kind == "discriminative":
+        missing += [name for name in load_head(meta.head).files if not (path / name).is_file()]
+    if missing:
+        raise UsageError(f"{path}: a PRM folder without {', '.join(missing)}; copy the whole folder, or train it "
+                         "again (`prmfactory train-prm ... --force`)")
+
+
 def record_eval(path: Path, name: str, numbers: dict[str, Any]) -> None:
     """Add an evaluation's headline numbers to the PRM's ``prm.json`` and re-render its model card."""
-    from prmfactory.train.card import write_model_card
-
     meta = PRMMeta.load(path)
     meta.evals[name] = numbers
     meta.save(path)

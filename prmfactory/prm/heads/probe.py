@@ -20,14 +20,16 @@ al. 2024, arXiv:2412.01981). Written by hand: no library has this head.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, ClassVar, Sequence
 
 import torch
 from torch import nn
 from transformers.modeling_outputs import TokenClassifierOutput
 
+from prmfactory.prm.encoding import IGNORE_INDEX, step_spans
+
 if TYPE_CHECKING:
-    from prmfactory.train.formats import EncodedSolution
+    from prmfactory.prm.encoding import EncodedSolution
 
 PROBE_FILE = "probe.safetensors"  # the head's weights, beside the base's own files
 
@@ -88,6 +90,34 @@ def step_logits(margins: torch.Tensor, spans: Sequence[tuple[int, int]]) -> torc
     return torch.stack([-torch.logsumexp(-margins[start:end], dim=0) for start, end in spans])
 
 
-def probe_step_scores(margins: torch.Tensor, item: "EncodedSolution") -> list[float]:
-    """P(step is correct) for each kept step of one encoded solution."""
-    return torch.sigmoid(step_logits(margins.float(), item.step_spans)).tolist()
+class ProbeHead:
+    """The probe on a frozen base: trained by BCE of its pooled step logits against the soft targets."""
+
+    name: ClassVar[str] = "probe"
+    backends: ClassVar[tuple[str, ...]] = ("transformers",)  # vLLM's pooling runner has no head reading log-likelihoods
+    adapters: ClassVar[bool] = False  # the base stays frozen
+    files: ClassVar[tuple[str, ...]] = (PROBE_FILE,)
+
+    def for_training(self, base: str) -> LikelihoodProbe:
+        return LikelihoodProbe.from_pretrained(base)
+
+    def from_folder(self, path: str, dtype) -> LikelihoodProbe:
+        return LikelihoodProbe.from_pretrained(path, dtype=dtype)
+
+    def loss(self, margins, labels, prompt_lengths, label_positions):
+        """BCE of the step logits of the labelled steps; a step's tokens are
+        :func:`~prmfactory.prm.encoding.step_spans` of all its row's steps (``label_positions``,
+        padded with −1), so training on the last step only pools that step alone, as scoring does."""
+        logits, targets = [], []
+        for row, start in enumerate(prompt_lengths.tolist()):
+            positions = [p for p in label_positions[row].tolist() if p >= 0]
+            labelled = [(span, p) for span, p in zip(step_spans(start, positions), positions)
+                        if labels[row, p] != IGNORE_INDEX]
+            if labelled:
+                logits.append(step_logits(margins[row], [span for span, _ in labelled]))
+                targets.append(labels[row, [p for _, p in labelled]].float())
+        return nn.functional.binary_cross_entropy_with_logits(torch.cat(logits), torch.cat(targets))
+
+    def read(self, margins: torch.Tensor, item: "EncodedSolution") -> list[float]:
+        """P(step is correct) for each kept step of one encoded solution."""
+        return torch.sigmoid(step_logits(margins.float(), item.step_spans)).tolist()
