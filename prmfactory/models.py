@@ -103,6 +103,14 @@ def require_model(name: str) -> str:
     return resolved
 
 
+def prepare_model(name: str) -> str:
+    """``models prepare``: an alias or a .gguf file made ready (a GGUF converted into the cache once); its folder."""
+    if name not in TOY_MODELS and name not in GGUF_MODELS and not name.lower().endswith(".gguf"):
+        raise UsageError(f"models prepare: {name!r} is not an alias ({', '.join([*TOY_MODELS, *GGUF_MODELS])}) or a "
+                         ".gguf file; a model folder or Hub id needs no preparing (`prmfactory models list`)")
+    return require_model(name)
+
+
 def _digest(gguf: Path) -> str:
     """The GGUF's sha256, computed once per process for an unchanged file."""
     stat = gguf.stat()

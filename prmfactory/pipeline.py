@@ -9,8 +9,9 @@ cost no engine start.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from prmfactory.config import StageConfig, build_config, load_yaml_mapping
 from prmfactory.errors import UsageError
@@ -33,16 +34,56 @@ def load_pipeline(path: Path) -> list[tuple[str, StageConfig]]:
     return stages
 
 
+@dataclass(frozen=True)
+class ProcessBenchAfter:
+    """``run --processbench``: evaluate the pipeline's PRM on these ProcessBench files once it is trained."""
+
+    data: Path
+    threshold: float = 0.5
+    backend: str = "transformers"
+    dtype: str = "float32"
+
+    def check(self, stages: list[tuple[str, StageConfig]], path: Path) -> None:
+        """Refuse, before anything runs, a pipeline without a PRM or a PRM this scorer cannot run."""
+        from prmfactory.prm.scorers import scorer_factory
+
+        kinds = {config.kind for name, config in stages if name == "train-prm"}
+        if not kinds:
+            raise UsageError(f"{path}: --processbench evaluates the pipeline's PRM, but it has no train-prm stage")
+        for kind in kinds:
+            scorer_factory(kind, self.backend, self.dtype)
+
+
+@dataclass
+class PipelineResult:
+    """Each stage's report, and the ProcessBench metrics when asked for."""
+
+    reports: dict[str, StageReport] = field(default_factory=dict)
+    processbench: dict[str, Any] | None = None
+
+
 def run_pipeline(path: Path, source: StageInput, output: Path, *, force: bool = False,
-                 on_stage: Callable[[str, StageReport, Path], None] | None = None) -> dict[str, StageReport]:
-    """Run every stage of ``path`` in order on ``output``; returns each stage's report.
+                 processbench: ProcessBenchAfter | None = None,
+                 on_stage: Callable[[str, StageReport, Path], None] | None = None) -> PipelineResult:
+    """Run every stage of ``path`` in order on ``output``, then ``processbench`` if given (into
+    ``RUN/eval-processbench``).
 
     ``on_stage(name, report, folder)`` is called after each stage with the folder it wrote
     (the run, or the PRM folder inside it for train-prm)."""
-    reports = {}
-    for name, config in load_pipeline(path):
+    stages = load_pipeline(path)
+    if processbench is not None:
+        processbench.check(stages, path)
+    result = PipelineResult()
+    for name, config in stages:
         run, stage_source = get_stage(name).in_pipeline(output, source)
-        reports[name] = execute(name, run, config, force=force, source=stage_source)
+        result.reports[name] = execute(name, run, config, force=force, source=stage_source)
         if on_stage is not None:
-            on_stage(name, reports[name], run.root)
-    return reports
+            on_stage(name, result.reports[name], run.root)
+    if processbench is not None:
+        from prmfactory.eval.processbench import evaluate_prm
+        from prmfactory.train.stage import PIPELINE_PRM_FOLDER
+
+        result.processbench = evaluate_prm(output / PIPELINE_PRM_FOLDER, processbench.data, output / "eval-processbench",
+                                           threshold=processbench.threshold, backend=processbench.backend,
+                                           dtype=processbench.dtype, force=True)  # the run's own folder
+    return result

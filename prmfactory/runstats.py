@@ -1,8 +1,10 @@
-"""``prmfactory stats`` and ``prmfactory sql``: duckdb queries over a run's shards."""
+"""``prmfactory stats`` and ``prmfactory sql``: duckdb queries over a run's shards, and how they are shown."""
 
 from __future__ import annotations
 
-from typing import Any
+import json
+import sys
+from typing import Any, Literal
 
 import pyarrow as pa
 
@@ -91,3 +93,46 @@ def run_sql(run: Run, query: str) -> pa.Table:
         return relation.to_arrow_table()
     except duckdb.Error as exc:
         raise UsageError(f"SQL error: {str(exc).splitlines()[0]}") from exc
+
+
+def show_stats(result: dict[str, Any], title: str) -> None:
+    """:func:`run_stats`'s result as two tables: rows per dataset, then each label column's distribution."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()  # stdout: the result, not a progress message
+    table = Table(title=title)
+    for column in ("dataset", "shards", "rows", "questions"):
+        table.add_column(column, justify="left" if column == "dataset" else "right")
+    for name, entry in result["datasets"].items():
+        table.add_row(name, str(entry["shards"]), str(entry["rows"]), str(entry["questions"]))
+    console.print(table)
+    distributions = Table(title="distributions")
+    for column in ("column", "value", "count"):
+        distributions.add_column(column, justify="right" if column == "count" else "left")
+    for name, entry in result["datasets"].items():
+        for column, counts in entry["distributions"].items():
+            for value, count in counts.items():
+                distributions.add_row(f"{name}.{column}", value, str(count))
+    console.print(distributions)
+
+
+def show_table(table: pa.Table, output_format: Literal["table", "csv", "json"]) -> None:
+    """A query's result on stdout: a rich table, CSV, or one JSON object per row."""
+    if output_format == "json":
+        for row in table.to_pylist():
+            print(json.dumps(row, default=str, ensure_ascii=False))
+    elif output_format == "csv":
+        import pyarrow.csv as pacsv
+
+        pacsv.write_csv(table, sys.stdout.buffer)
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        view = Table()
+        for name in table.column_names:
+            view.add_column(name)
+        for row in table.to_pylist():
+            view.add_row(*(str(v) for v in row.values()))
+        Console().print(view)

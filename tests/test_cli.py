@@ -80,7 +80,7 @@ def test_stage_help_lists_every_config_field():
     from typer.testing import CliRunner
 
     from prmfactory.cli import app
-    from prmfactory.cli_options import settable_keys
+    from prmfactory.cli.options import settable_keys
     from prmfactory.search.config import MctsConfig
 
     result = CliRunner().invoke(app, ["mcts", "--help"], env={"COLUMNS": "400"})
@@ -121,7 +121,7 @@ def test_set_reaches_nested_fields_and_a_wrong_key_names_the_valid_ones(tmp_path
 
 
 def test_filter_set_reaches_a_mapping_field(tmp_path):
-    from prmfactory.cli_options import parse_sets
+    from prmfactory.cli.options import parse_sets
     from prmfactory.config import build_config
     from prmfactory.filter.config import FilterConfig
 

@@ -63,7 +63,7 @@ def test_processbench_after_a_pipeline_without_train_prm_is_refused_before_it_ru
     with_prm = tmp_path / "with_prm.yaml"
     with_prm.write_text(yaml.safe_dump({"stages": [{"stage": "mcts", "config": {"policy": "toy"}},
                                                    {"stage": "train-prm", "config": {"kind": "generative"}}]}))
-    for flags, word in ((["--dtype", "int8"], "not one of float32"),
+    for flags, word in ((["--dtype", "int8"], "'int8' is not one of 'float32'"),
                         (["--prm-backend", "vllm"], "cannot be scored with backend 'vllm' (supported: transformers)")):
         result = CliRunner().invoke(app, ["run", str(with_prm), "--input", str(problems), "--output",
                                           str(tmp_path / "run"), "--processbench", str(problems), *flags])

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from prmfactory.config import format_validation_error
 from prmfactory.errors import UsageError
-from prmfactory.prm import first_below
+from prmfactory.prm.rewards import first_below
 
 
 class ProcessBenchRecord(BaseModel):
@@ -379,3 +379,20 @@ def write_results(result: Mapping[str, Any], output: Path, title: str) -> None:
         at = f" at threshold {result['threshold']}" if result.get("threshold") is not None else ""
         axis.set_title(f"{title}: average F1 {result['average_f1']:.3f}{at}", fontsize=9)
         axis.legend(fontsize=7)
+
+
+def parse_threshold(threshold: str, calibrate_on: Optional[str]) -> Optional[float]:
+    """``--threshold`` as a number, or None for ``auto`` (which needs ``--calibrate-on``)."""
+    if threshold == "auto":
+        if calibrate_on is None:
+            raise UsageError("--threshold auto needs --calibrate-on SPLIT (the split the threshold is chosen on)")
+        return None
+    if calibrate_on is not None:
+        raise UsageError("--calibrate-on goes with --threshold auto")
+    try:
+        value = float(threshold)
+    except ValueError:
+        value = math.nan
+    if not 0.0 <= value <= 1.0:
+        raise UsageError(f"--threshold: expected a number in [0, 1] or auto, got {threshold!r}")
+    return value

@@ -33,7 +33,7 @@ from prmfactory.prm import PRM, step_reward
 from prmfactory.serve.batching import DynamicBatcher
 
 if TYPE_CHECKING:
-    from prmfactory.rl import OpenRLHFQueries
+    from prmfactory.serve.openrlhf import OpenRLHFQueries
 
 Aggregate = Literal["min", "last", "prod", "mean"]
 
@@ -258,7 +258,7 @@ def create_app(prm: PRM, *, api_key: Optional[str] = None, max_body_bytes: int =
     ``/v1/models`` reports (default: the PRM folder's name); ``max_items`` solutions per request (413
     above) and ``max_steps`` steps per solution (422 above) bound the work one request can queue.
     """
-    from prmfactory.rl import OpenRLHFQueries
+    from prmfactory.serve.openrlhf import OpenRLHFQueries
 
     openrlhf = openrlhf or OpenRLHFQueries()
     batcher = DynamicBatcher(prm.score_batch, max_batch=max_batch, max_wait_ms=max_wait_ms)

@@ -1,5 +1,8 @@
 """Option definitions shared by the CLI commands, declared once (DESIGN.md §3.9).
 
+Choices are ``Literal`` types, so typer refuses a wrong value with the list of right ones before
+a command runs; the packages' own tuples of the same names are checked against them by the tests.
+
 A stage command's options are generated from its config model (:func:`config_parameters`), so
 a new config field needs no CLI code; ``--set`` (:func:`parse_sets`) reaches every field,
 nested sections included.
@@ -15,8 +18,15 @@ from typing import Annotated, Any, Callable, Literal, Optional, Union, get_args,
 import typer
 from pydantic import BaseModel
 
+InputFormat = Literal["auto", "prmfactory", "gsm8k", "math"]  # prmfactory.inputs.FORMATS
+PrmFormat = Literal["auto", "prmfactory", "qwen2.5-math-prm", "math-shepherd", "rlhflow"]  # auto + prm.public.PRM_FORMATS
+ScoringDtype = Literal["float32", "bfloat16", "float16"]  # prmfactory.prm.scorers.SCORING_DTYPES
+ScoringBackend = Literal["transformers", "vllm"]  # prmfactory.prm.scorers.SCORERS
+Aggregation = Literal["min", "last", "prod", "mean"]  # prmfactory.prm.rewards.AGGREGATIONS
+ToySplit = Literal["train", "test"]  # prmfactory.toy.problems.Split
+
 InputOpt = Annotated[Path, typer.Option("--input", "-i", help="Problems as JSONL ({id?, problem, answer}, GSM8K or MATH shape).")]
-FormatOpt = Annotated[str, typer.Option("--format", help="Input shape: auto, prmfactory, gsm8k or math.")]
+FormatOpt = Annotated[InputFormat, typer.Option("--format", help="Input shape (GSM8K's, MATH's, ours; auto: by the fields).")]
 OutputRunOpt = Annotated[Path, typer.Option("--output", "-o", help="Run folder to create or resume.")]
 RunOpt = Annotated[Path, typer.Option("--run", help="Run folder to read and extend.")]
 # Stage commands take a run's location as text: a local path, or a URL of any fsspec filesystem
@@ -54,6 +64,24 @@ def cluster_values(given: dict[str, Any]) -> dict[str, Any]:
     """The cluster flags given, as the config's ``cluster`` section."""
     return {"cluster": {name: given[name] for name in CLUSTER_FLAGS if given.get(name) is not None}}
 
+
+BaseUrlOpt = Annotated[Optional[str], typer.Option(help="Use an OpenAI-compatible server instead of in-process vLLM "
+                                                         "(sets engine.backend=openai, engine.base_url).")]
+PrmOpt = Annotated[Optional[Path], typer.Option(help="A PRM folder (from `prmfactory train-prm`, or of --prm-format).",
+                                                exists=True, file_okay=False)]
+PrmRequiredOpt = Annotated[Path, typer.Option("--prm", help="A PRM folder (from `prmfactory train-prm`, or of "
+                                              "--prm-format).", exists=True, file_okay=False)]
+BackendOpt = Annotated[ScoringBackend, typer.Option(help="PRM scorer: transformers, or vllm (discriminative PRMs).")]
+PrmFormatOpt = Annotated[PrmFormat, typer.Option(
+    "--prm-format", help="The PRM folder's format: auto (prmfactory's prm.json, or Qwen2.5-Math-PRM by its "
+                         "architecture); math-shepherd and rlhflow PRMs must be named.")]
+PrmDtypeOpt = Annotated[ScoringDtype, typer.Option(
+    "--dtype", help="PRM weights dtype for scoring: bfloat16 is about 2x faster on CPUs with AVX-512 BF16.")]
+EvalForceOpt = Annotated[bool, typer.Option("--force", help="Replace an earlier output of the same evaluation in "
+                                                           "--output (any other folder is refused).")]
+EvalOutputOpt = Annotated[Path, typer.Option("--output", "-o", help="Folder for metrics.json, metrics.md, metrics.png.")]
+ToySplitOpt = Annotated[ToySplit, typer.Option(help="Problems of the train or test split (disjoint by construction).")]
+SeedOpt = Annotated[int, typer.Option(help="Generator and engine seed.")]
 
 TemperatureOption = typer.Option(min=0.0, max=100.0, help="Sampling temperature (finite, 0 = greedy).")
 CONFIG_SHORT_NAMES = {"quiet": "-q"}
@@ -194,6 +222,13 @@ def stage_command(app: typer.Typer, wrap: Callable, stage: str, params: list[ins
 def parameter(name: str, annotation: Any, default: Any = None) -> inspect.Parameter:
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
 
+
+def exactly_one(given: dict[str, Any], **flags: str) -> None:
+    """Refuse a command given none or several of its alternative inputs (``flags``: name → how to write it)."""
+    from prmfactory.errors import UsageError
+
+    if sum(given[name] is not None for name in flags) != 1:
+        raise UsageError(f"give exactly one of {' or '.join(flags.values())}")
 
 
 # `prmfactory --help` groups its commands in these panels (typer's rich_help_panel), as lighteval does.

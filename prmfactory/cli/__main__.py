@@ -1,0 +1,5 @@
+"""``python -m prmfactory.cli``."""
+
+from prmfactory.cli import main
+
+main()
