@@ -2,20 +2,84 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from typing import Annotated, Callable
+from typing import Annotated, Any, Callable, Iterator, Sequence
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
 from prmfactory.cli.options import HELP_PANELS
 from prmfactory.errors import PrmfactoryError
 
-app = typer.Typer(name="prmfactory", no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-toy_app = typer.Typer(help="The offline arithmetic toy domain: problems, oracle, tiny policy and judge.",
-                      no_args_is_help=True)
-models_app = typer.Typer(help="Model names: the toy models, GGUF aliases (smollm2) and the converted-GGUF cache.",
-                         no_args_is_help=True)
-eval_app = typer.Typer(help="Evaluate a PRM on ProcessBench, PRMBench or by Best-of-N reranking.", no_args_is_help=True)
+_METAVARS = {bool: "", int: "INT", float: "FLOAT", str: "TEXT"}
+
+
+def _metavar(option: Any) -> str | None:
+    """How help names an option's value; None leaves typer's (a choice lists its values)."""
+    described = option.type_descriptor
+    if described.is_choice:
+        return None
+    if described.is_path:
+        return "PATH"
+    return _METAVARS.get(described.annotation, "TEXT")
+
+
+@contextlib.contextmanager
+def _readable_options(params: Sequence[Any]) -> Iterator[None]:
+    """While help is rendered: each value named as a user knows it (INT, FLOAT, PATH, TEXT; a flag takes
+    none; a choice lists itself) instead of ``<int range>`` or ``<bool>``, and a flag's ``--no-…`` form
+    in its help text rather than in a column of its own, where it squeezed long flag names to ``--questions-per-…``
+    at 80 columns. Written by hand: typer's rich help has no setting for either."""
+    options = [p for p in params if p.param_type_name == "option"]  # typer's own click: no class to test against
+    arguments = [p for p in params if p.param_type_name == "argument" and _metavar(p)]
+    saved = [(p, p.metavar, list(p.secondary_opts), p.help) for p in options]
+    try:
+        for argument in arguments:  # an argument's metavar is its name; its type has no setting
+            argument.display_type_rich = functools.partial(lambda label, ctx: label, _metavar(argument))
+        for param in options:
+            if param.metavar is None:
+                param.metavar = "" if param.is_flag else _metavar(param)
+            if param.secondary_opts:
+                param.help = f"{param.help or ''} Off: {', '.join(param.secondary_opts)}.".strip()
+                param.secondary_opts = []
+        yield
+    finally:
+        for argument in arguments:
+            del argument.display_type_rich
+        for param, metavar, secondary, text in saved:
+            param.metavar, param.secondary_opts, param.help = metavar, secondary, text
+
+
+class ReadableHelpCommand(TyperCommand):
+    """A command whose help names values as a user knows them (see :func:`_readable_options`)."""
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        with _readable_options(self.get_params(ctx)):
+            super().format_help(ctx, formatter)
+
+
+class ReadableHelpGroup(TyperGroup):
+    """A command group with the same help as :class:`ReadableHelpCommand`."""
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        with _readable_options(self.get_params(ctx)):
+            super().format_help(ctx, formatter)
+
+
+def group(**settings) -> typer.Typer:
+    return typer.Typer(cls=ReadableHelpGroup, no_args_is_help=True, **settings)
+
+
+def command(on: typer.Typer, name: str | None = None, **settings) -> Callable:
+    """``on.command(name)`` with readable help."""
+    return on.command(name, cls=ReadableHelpCommand, **settings)
+
+
+app = group(name="prmfactory", add_completion=False, pretty_exceptions_enable=False)
+toy_app = group(help="The offline arithmetic toy domain: problems, oracle, tiny policy and judge.")
+models_app = group(help="Model names: the toy models, GGUF aliases (smollm2) and the converted-GGUF cache.")
+eval_app = group(help="Evaluate a PRM on ProcessBench, PRMBench or by Best-of-N reranking.")
 app.add_typer(toy_app, name="toy", rich_help_panel=HELP_PANELS["toy"])
 app.add_typer(models_app, name="models", rich_help_panel=HELP_PANELS["models"])
 app.add_typer(eval_app, name="eval", rich_help_panel=HELP_PANELS["eval"])

@@ -9,12 +9,12 @@ from typing import Annotated, Literal, Optional
 import typer
 
 from prmfactory.cli import options as opt
-from prmfactory.cli.app import app, handled
+from prmfactory.cli.app import app, command, handled
 from prmfactory.cli.stage_commands import existing_run
 from prmfactory.errors import PrmfactoryError
 
 
-@app.command("import", rich_help_panel=opt.HELP_PANELS["import"])
+@command(app, "import", rich_help_panel=opt.HELP_PANELS["import"])
 @handled
 def import_data(
     dataset: Annotated[str, typer.Argument(help="math-shepherd, prm800k, processbench or prmbench.")],
@@ -34,7 +34,7 @@ def import_data(
     print(f"written to {output}; train with `prmfactory train-prm --data {output}`")
 
 
-@app.command(rich_help_panel=opt.HELP_PANELS["publish"])
+@command(app, rich_help_panel=opt.HELP_PANELS["publish"])
 @handled
 def publish(
     run: opt.RunOpt,
@@ -69,7 +69,7 @@ def publish(
     print(f"published https://huggingface.co/datasets/{repo_id}")
 
 
-@app.command(rich_help_panel=opt.HELP_PANELS["stats"])
+@command(app, rich_help_panel=opt.HELP_PANELS["stats"])
 @handled
 def stats(run: opt.RunArg,
           as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
@@ -94,7 +94,7 @@ def stats(run: opt.RunArg,
         print(f"rejected input lines: {result['rejected_input_lines']} (see {run / 'rejects.jsonl'})")
 
 
-@app.command(rich_help_panel=opt.HELP_PANELS["sql"])
+@command(app, rich_help_panel=opt.HELP_PANELS["sql"])
 @handled
 def sql(run: opt.RunArg, query: Annotated[str, typer.Argument(help="SQL over views named after the datasets.")],
         output_format: Annotated[Literal["table", "csv", "json"], typer.Option("--format", help="How rows are printed.")] = "table") -> None:

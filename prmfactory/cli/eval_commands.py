@@ -8,10 +8,10 @@ from typing import Annotated, Literal, Optional
 import typer
 
 from prmfactory.cli import options as opt
-from prmfactory.cli.app import eval_app, handled
+from prmfactory.cli.app import command, eval_app, handled
 
 
-@eval_app.command("processbench")
+@command(eval_app, "processbench")
 @handled
 def eval_processbench(
     data: Annotated[Path, typer.Option(help="ProcessBench file or folder (one split per file).", exists=True)],
@@ -60,7 +60,7 @@ def eval_processbench(
     print(f"results in {output}")
 
 
-@eval_app.command("prmbench")
+@command(eval_app, "prmbench")
 @handled
 def eval_prmbench(
     data: Annotated[list[Path], typer.Option(help="PRMBench JSONL file or folder of them (repeatable).", exists=True)],
@@ -84,7 +84,7 @@ def eval_prmbench(
     print(f"results in {output}")
 
 
-@eval_app.command("bon")
+@command(eval_app, "bon")
 @handled
 def eval_bon(
     prm: opt.PrmRequiredOpt,

@@ -47,7 +47,7 @@ RayAddressOpt = Annotated[Optional[str], typer.Option(
 WorkersOpt = Annotated[Optional[int], typer.Option("--workers", min=1, help="Ray workers, each with its own engine "
                                                    "(default: as many as the cluster's GPUs, or CPUs, hold).")]
 GpusPerWorkerOpt = Annotated[Optional[float], typer.Option("--gpus-per-worker", min=0, help="GPUs per Ray worker "
-                                                           "(default: engine.tensor_parallel_size where there are GPUs).")]
+                                                           "(default: the engine's tensor-parallel size where there are GPUs).")]
 CpusPerWorkerOpt = Annotated[Optional[float], typer.Option("--cpus-per-worker", min=0.01, help="CPUs per Ray worker (default 1).")]
 MaxAttemptsOpt = Annotated[Optional[int], typer.Option("--max-attempts", min=1, help="Workers a question may lose "
                                                        "before it is given up on (default 3).")]
@@ -173,27 +173,30 @@ def parse_sets(model: type[BaseModel], assignments: list[str]) -> dict[str, Any]
     return result
 
 
-def set_option(model: type[BaseModel]) -> Any:
-    """``--set KEY=VALUE``, its help naming the keys no flag of their own reaches."""
-    others = [k for k in settable_keys(model) if k not in model.model_fields or not _has_flag(model.model_fields[k])]
-    return Annotated[Optional[list[str]], typer.Option(
-        "--set", metavar="KEY=VALUE",
-        help="Set any config field, nested ones too; repeatable. Keys without a flag of their own: "
-             + ", ".join(others) + ".")]
+def keys_without_flags(model: type[BaseModel]) -> list[str]:
+    """The ``--set`` keys no flag of their own reaches (nested sections, mappings, lists)."""
+    return [k for k in settable_keys(model) if k not in model.model_fields or not _has_flag(model.model_fields[k])]
 
 
-def stage_command(app: typer.Typer, wrap: Callable, stage: str, params: list[inspect.Parameter], help: str) -> Callable:
+SetOpt = Annotated[Optional[list[str]], typer.Option(
+    "--set", metavar="KEY=VALUE", help="Set any config field, nested ones too (a dotted key: engine.seed=7); "
+                                       "repeatable. The keys without a flag of their own are listed below.")]
+
+
+def stage_command(register_command: Callable, wrap: Callable, stage: str, params: list[inspect.Parameter],
+                  help: str) -> Callable:
     """Register the command of ``stage``: ``params`` (its own options), ``--config``, ``--set`` and one option
     per field of the stage's config model. The decorated body gets its own options and a ``build(extra)`` that
     makes the stage config from the config file, ``--set``, ``extra`` and the flags given, in that order.
-    ``wrap`` turns errors into one-line messages (the CLI's ``handled``)."""
+    ``register_command(stage, panel, epilog)`` registers the command; ``wrap`` turns errors into one-line messages
+    (the CLI's ``handled``)."""
 
     def register(body: Callable[[dict[str, Any], Callable[[dict[str, Any]], Any]], None]) -> Callable:
         from prmfactory.stages import config_model
 
         model = config_model(stage)
         own = [p.name for p in params]
-        common = [parameter("config", ConfigOpt), parameter("set_values", set_option(model))]
+        common = [parameter("config", ConfigOpt), parameter("set_values", SetOpt)]
         generated = config_parameters(model, skip=set(own))
 
         def run_command(**kwargs: Any) -> None:
@@ -213,7 +216,8 @@ def stage_command(app: typer.Typer, wrap: Callable, stage: str, params: list[ins
         run_command.__signature__ = inspect.Signature([*params, *common, *generated])  # type: ignore[attr-defined]
         run_command.__doc__ = help
         run_command.__name__ = stage.replace("-", "_")
-        app.command(stage, rich_help_panel=HELP_PANELS[stage])(wrap(run_command))
+        epilog = f"--set keys without a flag of their own: {', '.join(keys_without_flags(model))}."
+        register_command(stage, HELP_PANELS[stage], epilog)(wrap(run_command))
         return body
 
     return register

@@ -7,10 +7,10 @@ from typing import Annotated, Literal, Optional
 import typer
 
 from prmfactory.cli import options as opt
-from prmfactory.cli.app import app, handled
+from prmfactory.cli.app import app, command, handled
 
 
-@app.command(rich_help_panel=opt.HELP_PANELS["serve"])
+@command(app, rich_help_panel=opt.HELP_PANELS["serve"])
 @handled
 def serve(
     prm: opt.PrmRequiredOpt,

@@ -14,7 +14,11 @@ from typing import Annotated, Any, Callable, Optional
 import typer
 
 from prmfactory.cli import options as opt
-from prmfactory.cli.app import app, handled
+from prmfactory.cli.app import app, command, handled
+
+
+def _register(name: str, panel: str, epilog: str) -> Callable:
+    return command(app, name, rich_help_panel=panel, epilog=epilog)
 
 
 def existing_run(path: Path | str):
@@ -32,7 +36,7 @@ def _engine_flags(base_url: str | None) -> dict[str, Any]:
     return {"engine": {"backend": "openai", "base_url": base_url}} if base_url else {}
 
 
-@opt.stage_command(app, handled, "mcts", [
+@opt.stage_command(_register, handled, "mcts", [
     opt.parameter("input", opt.InputOpt, inspect.Parameter.empty), opt.parameter("output", opt.OutputLocationOpt, inspect.Parameter.empty),
     opt.parameter("input_format", opt.FormatOpt, "auto"), opt.parameter("skip_invalid", opt.SkipInvalidOpt, False),
     opt.parameter("base_url", opt.BaseUrlOpt), opt.parameter("force", opt.ForceOpt, False), *opt.cluster_parameters()],
@@ -72,7 +76,7 @@ ProcessBenchOpt = Annotated[Optional[Path], typer.Option(help="ProcessBench-form
 VerifyOutputOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="Output folder for --processbench.")]
 
 
-@opt.stage_command(app, handled, "verify", [
+@opt.stage_command(_register, handled, "verify", [
     opt.parameter("run", VerifyRunOpt), opt.parameter("processbench", ProcessBenchOpt), opt.parameter("output", VerifyOutputOpt),
     opt.parameter("force", opt.ForceOpt, False), *opt.cluster_parameters()],
     "Check each step's arithmetic and algebra exactly (sympy) and final answers (math-verify).")
@@ -104,7 +108,7 @@ def _run_stage(stage: str, run: Path | str, config, force: bool):
     return report
 
 
-@opt.stage_command(app, handled, "judge", [
+@opt.stage_command(_register, handled, "judge", [
     opt.parameter("run", opt.RunLocationOpt, inspect.Parameter.empty), opt.parameter("base_url", opt.BaseUrlOpt),
     opt.parameter("force", opt.ForceOpt, False), *opt.cluster_parameters()],
     "Grade each complete solution with an LLM judge, with majority votes over samples.")
@@ -113,7 +117,7 @@ def _judge(given: dict[str, Any], build: Callable) -> None:
     _run_stage("judge", given["run"], config, given["force"])
 
 
-@opt.stage_command(app, handled, "filter", [
+@opt.stage_command(_register, handled, "filter", [
     opt.parameter("run", opt.RunLocationOpt, inspect.Parameter.empty), opt.parameter("force", opt.ForceOpt, False)],
     "Fuse MC values, tool verdicts and judge votes into step labels; filter with SQL; write training shards.")
 def _filter(given: dict[str, Any], build: Callable) -> None:
@@ -138,7 +142,7 @@ TrainOutputOpt = Annotated[Path, typer.Option("--output", "-o", help="Folder for
 TrainForceOpt = Annotated[bool, typer.Option("--force", help="Replace a PRM in --output trained with another config or data.")]
 
 
-@opt.stage_command(app, handled, "train-prm", [
+@opt.stage_command(_register, handled, "train-prm", [
     opt.parameter("data", TrainDataOpt, inspect.Parameter.empty), opt.parameter("output", TrainOutputOpt, inspect.Parameter.empty),
     opt.parameter("force", TrainForceOpt, False)],
     "Train a discriminative or generative PRM on stepwise shards.")
@@ -161,7 +165,7 @@ def _train_prm(given: dict[str, Any], build: Callable) -> None:
     print(f"PRM saved in {output} (model card: {output / 'README.md'})")
 
 
-@app.command(name="run", rich_help_panel=opt.HELP_PANELS["run"])
+@command(app, name="run", rich_help_panel=opt.HELP_PANELS["run"])
 @handled
 def run_pipeline(
     pipeline: Annotated[Path, typer.Argument(help="A pipeline file, e.g. pipelines/toy.yaml.", exists=True, dir_okay=False)],
@@ -194,28 +198,7 @@ def run_pipeline(
         print(f"results in {output / 'eval-processbench'}")
 
 
-@app.command(rich_help_panel=opt.HELP_PANELS["demo"])
-@handled
-def demo(
-    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the run, the PRM, the evaluations and the report.")] = Path("runs/demo"),
-    quick: Annotated[bool, typer.Option(help="A reduced setting (a dozen problems) that checks the whole path in a few minutes.")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Rerun every stage, replacing outputs made with another "
-                                                        "config (e.g. by an older pipelines/demo.yaml).")] = False,
-    quiet: opt.QuietOpt = False,
-) -> None:
-    """Run the whole factory end to end on the offline toy domain and write report.md / report.json."""
-    from prmfactory.demo import SIZES, run_demo
-    from prmfactory.progress import console
-
-    report = run_demo(output, SIZES["quick" if quick else "full"], quiet=quiet, force=force,
-                      on_stage=lambda name, stage_report, folder: _print_report(folder, stage_report))
-    console.print_json(json.dumps(report["headline"]))
-    for name, path in report["artefacts"].items():
-        console.print(f"{name}: {path}")
-    console.print(f"[bold]report:[/bold] {output / 'report.md'}")
-
-
-@app.command(rich_help_panel=opt.HELP_PANELS["demo"])
+@command(app, rich_help_panel=opt.HELP_PANELS["demo"])
 @handled
 def demo(
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the run, the PRM, the evaluations and the report.")] = Path("runs/demo"),

@@ -9,10 +9,10 @@ from typing import Annotated, Optional
 import typer
 
 from prmfactory.cli import options as opt
-from prmfactory.cli.app import handled, models_app, toy_app
+from prmfactory.cli.app import command, handled, models_app, toy_app
 
 
-@toy_app.command("problems")
+@command(toy_app, "problems")
 @handled
 def toy_problems(
     n: Annotated[int, typer.Option("--n", min=1, help="How many problems.")],
@@ -30,7 +30,7 @@ def toy_problems(
     print(f"wrote {len(rows)} {split} problems to {output}")
 
 
-@toy_app.command("processbench")
+@command(toy_app, "processbench")
 @handled
 def toy_processbench(
     n: Annotated[int, typer.Option("--n", min=1, help="How many solutions (one per problem).")],
@@ -49,7 +49,7 @@ def toy_processbench(
           f"{summary['all_right']} all right; final-answer accuracy {summary['final_answer_accuracy']})")
 
 
-@toy_app.command("build")
+@command(toy_app, "build")
 @handled
 def toy_build(
     retrain: Annotated[bool, typer.Option(help="Retrain the three models from the recipe (about 70 minutes, one core).")] = False,
@@ -73,7 +73,7 @@ def toy_build(
         print(f"{name}\t{path}")
 
 
-@toy_app.command("check")
+@command(toy_app, "check")
 @handled
 def toy_check(
     input: Annotated[Path, typer.Option("--input", "-i", help="JSONL of solutions: id, problem, steps.", exists=True, dir_okay=False)],
@@ -88,7 +88,7 @@ def toy_check(
     print(f"checked {len(lines) - problems} solutions, {problems} not toy problems (see 'error'); wrote {output}")
 
 
-@models_app.command("list")
+@command(models_app, "list")
 @handled
 def models_list() -> None:
     """Every model alias, where it lives, and the GGUF conversions in the cache ($PRMFACTORY_MODEL_CACHE)."""
@@ -103,7 +103,7 @@ def models_list() -> None:
     console.print(table)
 
 
-@models_app.command("prepare")
+@command(models_app, "prepare")
 @handled
 def models_prepare(name: Annotated[str, typer.Argument(help="An alias (smollm2, toy, ...) or a .gguf file.")]) -> None:
     """Convert a GGUF alias or file into the cache once (a lock guards concurrent runs) and print its folder."""

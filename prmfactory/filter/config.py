@@ -14,7 +14,7 @@ class FilterConfig(StageConfig):
     """``prmfactory filter``: the label rule and the filters, in the order they run."""
 
     rule: Literal["mc", "consensus", "hybrid", "rpe", "grounded"] = Field(
-        "grounded", description="Label rule (prmfactory/filter/rules.py). Default `grounded`: the tool's verdict "
+        "grounded", description="Label rule. Default `grounded`: the tool's verdict "
                                 "where verify has one, Monte-Carlo elsewhere (the same as `mc` on a run without "
                                 "verify); the most accurate rule against the toy oracle (label F1 0.96 against 0.35 "
                                 "for `mc` in the demo; BENCHMARKS.md, \"Label quality\").")
