@@ -75,8 +75,10 @@ def write_model_card(folder: Path, meta: PRMMeta) -> Path:
 
     environment = jinja2.Environment(loader=jinja2.FileSystemLoader(resource_dir("data_cards")),
                                      undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    head = load_head(meta.head) if meta.kind == "discriminative" else None
     path = Path(folder) / CARD_FILE
-    atomic_write_text(path, environment.get_template("prm_model_card.md.j2").render(meta=meta))
+    atomic_write_text(path, environment.get_template("prm_model_card.md.j2").render(
+        meta=meta, head_card=getattr(head, "card", ""), head_backends=getattr(head, "backends", ())))
     return path
 
 

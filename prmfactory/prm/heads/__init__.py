@@ -30,6 +30,7 @@ class Head(Protocol):
     backends: ClassVar[tuple[str, ...]]  # scorer backends that can run it (see prmfactory.prm.scorers)
     adapters: ClassVar[bool]  # whether LoRA may train it (False: the base stays frozen)
     files: ClassVar[tuple[str, ...]]  # what a PRM folder holds for it beyond the base model's own files
+    card: ClassVar[str]  # how it scores a step, in the PRM's model card
 
     def for_training(self, base: str) -> Any:
         """The model to train, built on the base model ``base`` (a Hub id or a folder)."""

@@ -97,6 +97,10 @@ class ProbeHead:
     backends: ClassVar[tuple[str, ...]] = ("transformers",)  # vLLM's pooling runner has no head reading log-likelihoods
     adapters: ClassVar[bool] = False  # the base stays frozen
     files: ClassVar[tuple[str, ...]] = (PROBE_FILE,)
+    card: ClassVar[str] = ("the base model is kept frozen; a linear probe on its last hidden state and its own "
+                           "log-likelihood of each written token gives every token a margin, and a step's score is "
+                           "the sigmoid of the soft minimum of its tokens' margins (`probe.safetensors` holds the "
+                           "probe; prmfactory's `prm/heads/probe.py` defines it).")
 
     def for_training(self, base: str) -> LikelihoodProbe:
         return LikelihoodProbe.from_pretrained(base)

@@ -20,6 +20,9 @@ class TokenHead:
     backends: ClassVar[tuple[str, ...]] = ("transformers", "vllm")
     adapters: ClassVar[bool] = True
     files: ClassVar[tuple[str, ...]] = ()
+    card: ClassVar[str] = ("the score is the softmax probability of class 1 at the last token of the separator after "
+                           "each step (token classification, 2 labels); the model also loads in vLLM's pooling "
+                           "runner (`token_classify`).")
 
     def for_training(self, base: str):
         from transformers import AutoModelForTokenClassification

@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 
 from prmfactory.cli import app
 from prmfactory.store import Run
-from tests.test_store import problem, question
+from tests.store.test_store import problem, question
 
 runner = CliRunner()
 COMMANDS = ["mcts", "verify", "judge", "filter", "train-prm", "eval", "serve", "publish", "run", "stats", "sql",

@@ -281,8 +281,8 @@ def test_critiques_find_the_claims_of_a_row_cut_after_its_first_error(tmp_path):
     from prmfactory.stages import execute
     from prmfactory.store import Run
     from prmfactory.train.stage import load_training_data, with_verifications
-    from tests.test_filter import node
-    from tests.test_store import problem
+    from tests.filter.test_filter import node
+    from tests.store.test_store import problem
 
     def claim(text, verdict, found):
         return {"text": text, "kind": "arithmetic", "verdict": verdict, "value_found": found,

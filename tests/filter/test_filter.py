@@ -5,7 +5,7 @@ from prmfactory.filter.rules import (HybridWeights, PathEvidence, consensus_labe
 from prmfactory.filter.config import FilterConfig
 from prmfactory.stages import execute
 from prmfactory.store import Run
-from tests.test_store import problem
+from tests.store.test_store import problem
 
 
 def path(mc, tool=None, judge=None, root=0.5, steps=None):

@@ -10,7 +10,7 @@ from prmfactory.cli import app
 from prmfactory.filter.config import FilterConfig
 from prmfactory.stages import execute
 from prmfactory.hub import LARGE_FOLDER_BYTES, upload
-from tests.test_filter import labelled_run  # noqa: F401  (fixture)
+from tests.filter.test_filter import labelled_run  # noqa: F401  (fixture)
 
 runner = CliRunner()
 

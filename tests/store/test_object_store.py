@@ -23,9 +23,9 @@ from prmfactory.search.config import MctsConfig
 from prmfactory.stages import StageInput, execute
 from prmfactory.store import CommitLog, Run, RunBusyError
 from prmfactory.verify.config import VerifyConfig
-from tests.test_store import problem
+from tests.store.test_store import problem
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +149,7 @@ def test_a_local_manifest_copied_to_the_store_reads_as_it_is(location, tmp_path)
 
 
 def test_mcts_then_verify_on_memory_write_what_a_local_run_writes(tmp_path, numbered_problems, monkeypatch):
-    from tests.test_cluster import use
+    from tests.cluster.test_cluster import use
 
     use(monkeypatch)
     config = MctsConfig(policy="scripted", rollouts=4, budget=12, commit_every=3, concurrency=4, quiet=True)

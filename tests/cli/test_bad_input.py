@@ -23,8 +23,8 @@ from prmfactory.stages import execute
 from prmfactory.store import Run
 from prmfactory.verify.config import VerifyConfig
 from tests.scripted_engine import ScriptedEngine
-from tests.test_judge import ScriptedJudge
-from tests.test_lineage import mcts
+from tests.judge.test_judge import ScriptedJudge
+from tests.store.test_lineage import mcts
 
 RUNNER = CliRunner()
 

@@ -34,9 +34,9 @@ from prmfactory.store import Run
 from prmfactory.verify.config import VerifyConfig
 from prmfactory.work import StageWork, Unit, UnitCommitter, UnitResult
 from tests.scripted_engine import PromptSeededEngine
-from tests.test_judge import ScriptedJudge
+from tests.judge.test_judge import ScriptedJudge
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 QUESTIONS = 10  # in the `numbered_problems` fixture (conftest)
 
 

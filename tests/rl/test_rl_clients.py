@@ -163,7 +163,7 @@ def test_score_returns_each_steps_character_span(keyless, prm):
 # ----- the clients' own code ---------------------------------------------------------------------
 
 CLIENTS = Path(sys.prefix) / "rl-clients"
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 def _client(module: str):

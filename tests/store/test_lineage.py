@@ -22,7 +22,7 @@ from prmfactory.train.config import TrainPrmConfig
 from prmfactory.verify.config import VerifyConfig
 from tests.conftest import write_numbered_problems
 from tests.scripted_engine import ScriptedEngine
-from tests.test_judge import ScriptedJudge
+from tests.judge.test_judge import ScriptedJudge
 
 
 @pytest.fixture

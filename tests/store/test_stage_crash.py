@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from prmfactory.store import Run
-from tests.test_store import problem
+from tests.store.test_store import problem
 
 CLI = [sys.executable, "-c", "from prmfactory.cli import main; main()"]
 QUESTIONS = 240
@@ -94,7 +94,7 @@ def test_sigkill_during_verify_then_rerun(searched_run):
 def test_sigkill_during_judge_then_rerun(searched_run):
     command = [sys.executable, "-m", "tests.scripted_cli", "judge", "--run", str(searched_run.root), "--judge",
                "scripted", "--set", "commit_every=1", "--concurrency", "2", "-q"]
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
     _kill_when(command, lambda: _shards(searched_run, "judgements") >= 3, env=env)
     assert 3 <= len(searched_run.committed_ids("judgements")) < QUESTIONS
     _rerun(command, env=env)

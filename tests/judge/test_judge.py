@@ -14,7 +14,7 @@ from prmfactory.judge.stage import JudgeWork, judge_units, judgement_row
 from prmfactory.progress import StageProgress
 from prmfactory.work import UnitCommitter, run_units
 from prmfactory.store import Run
-from tests.test_store import problem
+from tests.store.test_store import problem
 
 
 @pytest.mark.parametrize("text, expected", [

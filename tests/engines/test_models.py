@@ -14,7 +14,7 @@ import pytest
 
 from prmfactory import models
 from prmfactory.errors import UsageError
-from tests.test_bad_input import assert_one_line_error, invoke
+from tests.cli.test_bad_input import assert_one_line_error, invoke
 from tests.tiny_gguf import write_tiny_llama_gguf
 
 CLI = [sys.executable, "-c", "from prmfactory.cli import main; main()"]

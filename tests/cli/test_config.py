@@ -107,7 +107,7 @@ def test_an_engine_option_of_the_other_backend_is_named_not_silently_dropped(cap
 
 
 def test_a_misspelt_engine_argument_on_the_command_line_is_one_line_before_anything_is_written(tmp_path):
-    from tests.test_bad_input import assert_one_line_error, invoke
+    from tests.cli.test_bad_input import assert_one_line_error, invoke
 
     problems = tmp_path / "p.jsonl"
     problems.write_text('{"id": "a", "problem": "1+1?", "answer": "2"}\n')
@@ -121,7 +121,7 @@ def test_a_misspelt_engine_argument_on_the_command_line_is_one_line_before_anyth
     ("127.0.0.1:1", "no Ray cluster answers there"), ("ray://127.0.0.1:1", "no Ray cluster answers there"),
     ("not-an-address", "expected local, auto, HOST:PORT or ray://HOST:PORT")])
 def test_an_unreachable_ray_address_is_one_line_within_seconds_and_writes_nothing(tmp_path, address, message):
-    from tests.test_bad_input import assert_one_line_error, invoke
+    from tests.cli.test_bad_input import assert_one_line_error, invoke
 
     problems = tmp_path / "p.jsonl"
     problems.write_text('{"id": "a", "problem": "1+1?", "answer": "2"}\n')

@@ -145,7 +145,7 @@ def test_stage_writes_a_verdict_per_step_node_and_checks_final_answers(tmp_path)
     from prmfactory.store import Run
     from prmfactory.stages import execute
     from prmfactory.verify.config import VerifyConfig
-    from tests.test_store import problem
+    from tests.store.test_store import problem
 
     run = Run(tmp_path / "run")
     right = ["Ann has 3 + 4 = 7 apples.", "So 7 * 2 = 14. The answer is \\boxed{14}."]

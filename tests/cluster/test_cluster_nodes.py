@@ -14,7 +14,7 @@ import ray
 from ray.cluster_utils import Cluster
 
 from prmfactory.store import Run
-from tests.test_cluster import QUESTIONS, REPO, mcts, rows, use
+from tests.cluster.test_cluster import QUESTIONS, REPO, mcts, rows, use
 
 
 @pytest.fixture

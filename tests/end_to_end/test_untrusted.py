@@ -28,7 +28,7 @@ from prmfactory.prm.folder import PRMMeta
 from prmfactory.serve.app import create_app
 from prmfactory.store import Run
 from tests.conftest import FIXTURES, serving
-from tests.test_bad_input import PB_GOOD, assert_one_line_error, built_run, invoke, run_copy, tree_hash  # noqa: F401
+from tests.cli.test_bad_input import PB_GOOD, assert_one_line_error, built_run, invoke, run_copy, tree_hash  # noqa: F401
 
 
 def _manifest(run: Run) -> dict:
@@ -210,7 +210,7 @@ def test_a_store_run_holding_both_forms_that_disagree_is_refused_before_writing(
     import uuid
 
     from prmfactory.manifest import CorruptManifest
-    from tests.test_store import problem
+    from tests.store.test_store import problem
 
     run = Run(f"memory://runs/{uuid.uuid4().hex}")
     with run.writing():
@@ -541,7 +541,7 @@ def test_models_prepare_refuses_an_unknown_name():
 def test_a_judge_whose_outputs_do_not_parse_is_warned_about(run_copy, monkeypatch):
     import contextlib
 
-    from tests.test_judge import ScriptedJudge
+    from tests.judge.test_judge import ScriptedJudge
 
     @contextlib.asynccontextmanager
     async def engine(model, engine_config, seed, metrics):

@@ -16,10 +16,11 @@ import pytest
 
 from prmfactory.stages import StageInput, execute
 from prmfactory.store import Run
+from tests.conftest import FIXTURES
 
 pytestmark = pytest.mark.slow
 CLI = [sys.executable, "-c", "from prmfactory.cli import main; main()"]
-GSM8K = Path(__file__).parent / "fixtures" / "gsm8k_train_sample.jsonl"  # the first 6 lines of GSM8K train (MIT)
+GSM8K = FIXTURES / "gsm8k_train_sample.jsonl"  # the first 6 lines of GSM8K train (MIT)
 
 
 @pytest.fixture(scope="module")

@@ -81,7 +81,7 @@ def calibration_data(tmp_path):
 
 
 def test_threshold_auto_is_chosen_on_one_split_and_only_the_others_are_reported(tmp_path):
-    from tests.test_bad_input import assert_one_line_error, invoke
+    from tests.cli.test_bad_input import assert_one_line_error, invoke
 
     data, predictions = calibration_data(tmp_path)
     result = invoke("eval", "processbench", "--data", data, "--predictions", predictions, "--output", tmp_path / "out",
@@ -126,7 +126,7 @@ def test_a_calibrated_threshold_is_kept_in_the_prm_and_used_by_serve_and_rl(tmp_
 
 @pytest.mark.parametrize("choice", ["truncate", "skip", "error"])
 def test_a_solution_longer_than_the_prm_is_counted_and_handled_as_chosen(tmp_path, discriminative_prm, choice):
-    from tests.test_bad_input import assert_one_line_error, invoke
+    from tests.cli.test_bad_input import assert_one_line_error, invoke
 
     prm = discriminative_prm[0]
     data = tmp_path / "pb"
