@@ -204,6 +204,14 @@ class Run:
         # the manifest on an object store; on a local disk, read only in a run copied down from one
         self._log = CommitLog(self.files)
 
+    @classmethod
+    def existing(cls, root: Path | str) -> "Run":
+        """The run at ``root``, which must exist (a command that reads a run); a one-line error otherwise."""
+        run = cls(root)
+        if not run.exists():
+            raise UsageError(f"{root}: not a run folder (no manifest.json)")
+        return run
+
     # ----- reading -------------------------------------------------------------------------
     @property
     def manifest_path(self) -> Path:
@@ -392,7 +400,7 @@ class Run:
         con = duckdb.connect()
         views = {}
         for name in schemas.names():
-            views[name] = [str(p) for p in self.shard_paths(name)] if self.files.renames else None
+            views[name] = [str(p) for p in self.shard_paths(name)] if self.files.local else None  # else registered tables
         allowed = [path for files in views.values() for path in files or ()]
         con.execute("SET allowed_paths = $1", [allowed])
         con.execute("SET enable_external_access = false")

@@ -10,7 +10,6 @@ import typer
 
 from prmfactory.cli import options as opt
 from prmfactory.cli.app import app, command, handled
-from prmfactory.cli.stage_commands import existing_run
 from prmfactory.errors import PrmfactoryError
 
 
@@ -49,9 +48,10 @@ def publish(
     import tempfile
 
     from prmfactory.hub import build_folder, check_repo_id, upload
+    from prmfactory.store import Run
 
     check_repo_id(repo_id)
-    source = existing_run(run)
+    source = Run.existing(run)
     if dry_run is not None:
         built = build_folder(source, dry_run, repo_id, license)
         print(json.dumps(built, indent=1))
@@ -77,15 +77,16 @@ def stats(run: opt.RunArg,
                                                              "against its schema and check its lineage.")] = False) -> None:
     """Counts per dataset and label distributions of a run folder (--check: verify the whole run)."""
     from prmfactory.runstats import check_run, run_stats, show_stats
+    from prmfactory.store import Run
 
     if check:
-        checked, problems = check_run(existing_run(run))
+        checked, problems = check_run(Run.existing(run))
         for problem in problems:
             print(problem)
         found = f"{len(problems)} fault{'s' if len(problems) > 1 else ''} found" if problems else "sound"
         print(f"{run}: {checked} shards checked: {found}")
         raise typer.Exit(1 if problems else 0)
-    result = run_stats(existing_run(run))
+    result = run_stats(Run.existing(run))
     if as_json:
         print(json.dumps(result, indent=1))
         return
@@ -100,5 +101,6 @@ def sql(run: opt.RunArg, query: Annotated[str, typer.Argument(help="SQL over vie
         output_format: Annotated[Literal["table", "csv", "json"], typer.Option("--format", help="How rows are printed.")] = "table") -> None:
     """Run duckdb SQL over a run's shards (views: problems, nodes, questions, verdicts, judgements, steps, rejected)."""
     from prmfactory.runstats import run_sql, show_table
+    from prmfactory.store import Run
 
-    show_table(run_sql(existing_run(run), query), output_format)
+    show_table(run_sql(Run.existing(run), query), output_format)

@@ -21,17 +21,6 @@ def _register(name: str, panel: str, epilog: str) -> Callable:
     return command(app, name, rich_help_panel=panel, epilog=epilog)
 
 
-def existing_run(path: Path | str):
-    """The run at ``path``; a one-line error if there is none."""
-    from prmfactory.errors import UsageError
-    from prmfactory.store import Run
-
-    run = Run(path)
-    if not run.exists():
-        raise UsageError(f"{path}: not a run folder (no manifest.json)")
-    return run
-
-
 def _engine_flags(base_url: str | None) -> dict[str, Any]:
     return {"engine": {"backend": "openai", "base_url": base_url}} if base_url else {}
 
@@ -84,8 +73,7 @@ def _verify(given: dict[str, Any], build: Callable) -> None:
     from prmfactory.errors import UsageError
 
     run, processbench, output = given["run"], given["processbench"], given["output"]
-    if (run is None) == (processbench is None):
-        raise UsageError("give exactly one of --run RUN or --processbench FILE_OR_DIR")
+    opt.exactly_one(given, run="--run RUN", processbench="--processbench FILE_OR_DIR")
     config = build(opt.cluster_values(given))
     if processbench is not None:
         from prmfactory.eval.verify_processbench import verify_processbench
@@ -103,7 +91,9 @@ def _verify(given: dict[str, Any], build: Callable) -> None:
 def _run_stage(stage: str, run: Path | str, config, force: bool):
     from prmfactory.stages import execute
 
-    report = execute(stage, existing_run(run), config, force=force)
+    from prmfactory.store import Run
+
+    report = execute(stage, Run.existing(run), config, force=force)
     print_report(run, report)
     return report
 
