@@ -35,7 +35,8 @@ def serve(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No request log (one line per request otherwise).")] = False,
 ) -> None:
     """Serve a PRM over HTTP for online RL: /v1/prm/score, OpenRLHF's /get_reward, /v1/models, /health."""
+    flags = dict(locals())  # the flags, before anything else is named here
     from prmfactory.serve.launch import ServeConfig
     from prmfactory.serve.launch import serve as run_server
 
-    run_server(ServeConfig.from_flags(**locals()))
+    run_server(ServeConfig.from_flags(**flags))

@@ -11,9 +11,8 @@ from prmfactory.demo import SIZES, run_demo
 
 
 @pytest.mark.slow
-def test_quick_demo_runs_end_to_end_and_a_rerun_reuses_everything(tmp_path):
-    output = tmp_path / "demo"
-    report = run_demo(output, SIZES["quick"], quiet=True)
+def test_quick_demo_runs_end_to_end_and_a_rerun_reuses_everything(quick_demo):
+    output, report = quick_demo
     saved = json.loads((output / "report.json").read_text())
     for name, path in saved["artefacts"].items():
         assert Path(path).exists(), name

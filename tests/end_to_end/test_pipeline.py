@@ -72,33 +72,22 @@ def test_processbench_after_a_pipeline_without_train_prm_is_refused_before_it_ru
 
 
 @pytest.mark.slow
-def test_toy_pipeline_end_to_end_and_resume(tmp_path):
-    recipe = yaml.safe_load((resource_dir("pipelines") / "toy.yaml").read_text())
-    sections = {entry["stage"]: entry["config"] for entry in recipe["stages"]}
-    sections["mcts"].update(rollouts=4, budget=16, max_new_tokens=160)
-    sections["judge"].update(votes=2, max_new_tokens=160)
-    sections["filter"] = {"rule": "mc"}
-    sections["train-prm"] = {"base": "toy", "max_steps": 3, "threads": 1}
-    path = tmp_path / "toy.yaml"
-    path.write_text(yaml.safe_dump({"stages": [{"stage": k, "config": v} for k, v in sections.items()]}))
-    problems = tmp_path / "problems.jsonl"
-    subprocess.run(CLI + ["toy", "problems", "--n", "6", "--output", str(problems)], check=True, capture_output=True)
+def test_run_on_a_finished_pipeline_does_no_work_then_evaluates_its_prm(quick_demo, tmp_path):
+    """`prmfactory run` over the demo's finished run (the quick demo ran demo.yaml through the same
+    pipeline runner): every stage finds its work done, costs no engine start, and --processbench
+    evaluates the pipeline's own PRM into RUN/eval-processbench."""
+    demo, _ = quick_demo
+    run = Run(demo / "run")
+    rows = {dataset: run.read(dataset).num_rows for dataset in run.datasets()}
     bench = tmp_path / "bench" / "toy.jsonl"
     bench.parent.mkdir()
     bench.write_text("".join(json.dumps(record) + "\n" for record in processbench_records(8)))
-    command = CLI + ["run", str(path), "--input", str(problems), "--output", str(tmp_path / "run")]
-    first = subprocess.run(command + ["--processbench", str(bench.parent)], capture_output=True, text=True)
-    assert first.returncode == 0, first.stderr[-3000:]
-    run = Run(tmp_path / "run")
-    assert run.read("questions").num_rows == 6 and run.read("nodes").num_rows >= 6
-    assert set(run.stage_configs()) == {"mcts", "verify", "judge", "filter"}
-    evaluated = json.loads((tmp_path / "run" / "eval-processbench" / "metrics.json").read_text())
-    assert evaluated["splits"]["toy"]["n"] == 8 and "| toy | 8 |" in first.stdout
-    assert run.read("verdicts").num_rows > 0
-    complete = sum(run.read("nodes").column("complete").to_pylist())
-    assert run.read("judgements").num_rows == complete
-    assert run.read_report("filter")["rows_in"] == complete
-    again = subprocess.run(command, capture_output=True, text=True)
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert run.read("questions").num_rows == 6 and run.read("judgements").num_rows == complete
-    assert run.read_report("mcts")["skipped_done"] == 6 and run.read_report("judge")["rows_in"] == 0
+    command = CLI + ["run", str(resource_dir("pipelines") / "demo.yaml"), "--input", str(demo / "train-problems.jsonl"),
+                     "--output", str(demo / "run"), "--processbench", str(bench.parent)]
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert {dataset: run.read(dataset).num_rows for dataset in run.datasets()} == rows
+    assert run.read_report("mcts")["skipped_done"] == rows["problems"] and run.read_report("mcts")["rows_out"] == 0
+    assert "the PRM was already trained on" in result.stderr  # the stage lines go to stderr, results to stdout
+    evaluated = json.loads((demo / "run" / "eval-processbench" / "metrics.json").read_text())
+    assert evaluated["splits"]["toy"]["n"] == 8 and "| toy | 8 |" in result.stdout
