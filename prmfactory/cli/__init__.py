@@ -2,7 +2,7 @@
 calls one function of the package; heavy libraries load inside the commands, so ``--help`` is instant.
 Errors print one line and exit 2 (bad input or usage) or 1 (failure).
 
-* :mod:`~prmfactory.cli.app` — the typer app, its groups, the one-line error handling.
+* :mod:`~prmfactory.cli.typer_app` — the typer app, its groups, the one-line error handling.
 * :mod:`~prmfactory.cli.options` — every shared option, and the options generated from stage configs.
 * :mod:`~prmfactory.cli.stage_commands` — mcts, verify, judge, filter, train-prm, run, demo.
 * :mod:`~prmfactory.cli.eval_commands`, :mod:`~prmfactory.cli.serve_command`,
@@ -10,7 +10,7 @@ Errors print one line and exit 2 (bad input or usage) or 1 (failure).
 """
 
 from prmfactory.cli import data_commands, eval_commands, serve_command, stage_commands, toy_and_models  # noqa: F401  (registers the commands)
-from prmfactory.cli.app import app
+from prmfactory.cli.typer_app import app
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ from typing import Annotated, Literal, Optional
 import typer
 
 from prmfactory.cli import options as opt
-from prmfactory.cli.app import command, eval_app, handled
+from prmfactory.cli.typer_app import command, eval_app, handled
 
 
 @command(eval_app, "processbench")

@@ -7,7 +7,7 @@ from typing import Annotated, Literal, Optional
 import typer
 
 from prmfactory.cli import options as opt
-from prmfactory.cli.app import app, command, handled
+from prmfactory.cli.typer_app import app, command, handled
 
 
 @command(app, rich_help_panel=opt.HELP_PANELS["serve"])

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Callable, Optional
 import typer
 
 from prmfactory.cli import options as opt
-from prmfactory.cli.app import app, command, handled
+from prmfactory.cli.typer_app import app, command, handled
 
 
 def _register(name: str, panel: str, epilog: str) -> Callable:

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from prmfactory.cli import options as opt
-from prmfactory.cli.app import command, handled, models_app, toy_app
+from prmfactory.cli.typer_app import command, handled, models_app, toy_app
 
 
 @command(toy_app, "problems")
