@@ -103,6 +103,8 @@ def _options(debug: Annotated[bool, typer.Option("--debug", envvar="PRMFACTORY_D
         from prmfactory.progress import quiet_third_party
 
         quiet_third_party()
+    else:
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # vLLM's notices too (a library user's default hides them)
 
 
 def _fail(message: str, code: int) -> None:

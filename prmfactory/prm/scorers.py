@@ -47,15 +47,23 @@ class DiscriminativeVllm:
     """Token-head PRM through vLLM's pooling runner (softmax rows at every token)."""
 
     def __init__(self, path: Path, meta: PRMMeta, kv_cache_gib: float = 0.5, dtype: str = "float32"):
+        import os
+        import weakref
+
         from transformers import AutoTokenizer
 
-        import prmfactory.engines.vllm  # noqa: F401  (sets vLLM's log level and stream before vllm loads)
+        # vLLM's per-start CPU notices (Triton, tcmalloc, eager mode) tell a user of the PRM nothing they can
+        # act on; a VLLM_LOGGING_LEVEL the user set wins (`prmfactory --verbose` sets WARNING).
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+        import prmfactory.engines.vllm  # noqa: F401  (sets vLLM's log stream before vllm loads)
         from vllm import LLM
 
         self.encoder = StepEncoder(AutoTokenizer.from_pretrained(path), Segmenter(meta.segmentation).separator,
                                    meta.max_length)
         self.llm = LLM(model=str(path), runner="pooling", dtype=dtype, max_model_len=meta.max_length,
                        enforce_eager=True, kv_cache_memory_bytes=int(kv_cache_gib * 2**30))
+        # stopped in order at exit too, not found dead by vLLM's own cleanup ("engine core exited unexpectedly")
+        self._stop = weakref.finalize(self, self.llm.llm_engine.engine_core.shutdown)
 
     def score_batch(self, items: Sequence[Item]) -> list[list[float]]:
         encoded = [self.encoder.encode(problem, steps) for problem, steps in items]
@@ -66,7 +74,7 @@ class DiscriminativeVllm:
 
     def close(self) -> None:
         """Stop the engine's worker process now rather than at interpreter exit."""
-        self.llm.llm_engine.engine_core.shutdown()
+        self._stop()
 
 
 class GenerativeTransformers:
