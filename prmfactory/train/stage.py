@@ -106,6 +106,14 @@ def load_training_data(path: Path, segmentation: str | None, *, with_claims: boo
     return TrainingData(rows, segmentation or (split_with or ["blank_line"])[0], lineage, claims)
 
 
+def _content(lineage: dict[str, Any]) -> dict[str, Any]:
+    """What a lineage says about the training rows themselves, without where they were read from: a run or
+    shards copied to another folder or machine are the same data (their bytes' sha256 are the same)."""
+    kept = {k: v for k, v in lineage.items() if k not in ("runs", "files", "shards")}
+    kept["shards"] = sorted((s["sha256"], s["rows"]) for s in lineage.get("shards", []))
+    return kept
+
+
 def _has_accelerator() -> bool:
     """Pinned host memory speeds copies to a GPU; without one, torch warns on every data loader."""
     import torch
@@ -253,7 +261,7 @@ class TrainPrmStage(Stage, name="train-prm", config=TrainPrmConfig, reads=("step
         meta = PRMMeta.load(output)
         if meta.hyperparameters != ctx.config.output_affecting():
             raise UsageError(f"{output}: holds a PRM trained with another config; use --force to replace it")
-        if meta.lineage != data.lineage:
+        if _content(meta.lineage) != _content(data.lineage):
             raise UsageError(f"{output}: holds a PRM trained on other data (the training rows changed since); "
                              "use --force to retrain it")
         ctx.report.already_done = True

@@ -170,6 +170,9 @@ def test_filter_force_then_train_prm_never_returns_the_prm_of_the_old_rows(tmp_p
     prm, config = Run(tmp_path / "prm"), TrainPrmConfig(max_steps=1, batch_size=4, threads=1, quiet=True)
     execute("train-prm", prm, config, source=StageInput(run.root))
     assert execute("train-prm", prm, config, source=StageInput(run.root)).already_done
+    moved = tmp_path / "moved-run"  # the same rows in another folder (or copied to another machine)
+    shutil.copytree(run.root, moved, ignore=shutil.ignore_patterns(".lock"))
+    assert execute("train-prm", prm, config, source=StageInput(moved)).already_done
     execute("filter", run, FilterConfig(dedupe=False, quiet=True), force=True)
     with pytest.raises(UsageError, match="trained on other data"):
         execute("train-prm", prm, config, source=StageInput(run.root))
