@@ -98,14 +98,13 @@ def skip_reason(command: str, long: bool) -> str:
     return ""
 
 
-def failure(output: str, code: int, budget: int, is_request: bool) -> str:
+def failure(output: str, code: int, warnings: int, budget: int, is_request: bool) -> str:
     if code:
         return f"exit code {code}"
     if "Traceback (most recent call last)" in output:
         return "a Python traceback"
     if is_request and output.lstrip().startswith('{"detail"'):
         return f"an HTTP error: {output.strip()[:120]}"
-    warnings = sum("WARNING" in line for line in output.splitlines())
     if warnings > budget:
         return f"{warnings} WARNING lines (budget {budget})"
     return ""
@@ -153,7 +152,7 @@ def main() -> int:
             output = done.stdout + done.stderr
             result.seconds = round(time.monotonic() - started, 1)
             result.warnings = sum("WARNING" in line for line in output.splitlines())
-            result.why = failure(output, done.returncode, args.warning_budget, text.startswith("curl"))
+            result.why = failure(output, done.returncode, result.warnings, args.warning_budget, text.startswith("curl"))
             result.status = "failed" if result.why else "ran"
             result.tail = output.strip().splitlines()[-5:] if result.why else []
             print(f"  {result.status} in {result.seconds} s, {result.warnings} WARNING lines"

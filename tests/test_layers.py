@@ -37,7 +37,7 @@ def _imports() -> dict[str, dict[str, str]]:
     """unit → {imported unit: the first file that imports it}."""
     graph: dict[str, dict[str, str]] = defaultdict(dict)
     for file in sorted(PACKAGE.rglob("*.py")):
-        importer = _unit(".".join(file.relative_to(PACKAGE.parent).with_suffix("").parts) + ".x")
+        importer = file.relative_to(PACKAGE).parts[0].removesuffix(".py")
         for node in ast.walk(ast.parse(file.read_text(encoding="utf-8"))):
             if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                 names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]

@@ -32,11 +32,12 @@ def _readable_options(params: Sequence[Any]) -> Iterator[None]:
     in its help text rather than in a column of its own, where it squeezed long flag names to ``--questions-per-…``
     at 80 columns. Written by hand: typer's rich help has no setting for either."""
     options = [p for p in params if p.param_type_name == "option"]  # typer's own click: no class to test against
-    arguments = [p for p in params if p.param_type_name == "argument" and _metavar(p)]
+    labels = {p: _metavar(p) for p in params if p.param_type_name == "argument"}
+    arguments = [argument for argument, label in labels.items() if label]
     saved = [(p, p.metavar, list(p.secondary_opts), p.help) for p in options]
     try:
         for argument in arguments:  # an argument's metavar is its name; its type has no setting
-            argument.display_type_rich = functools.partial(lambda label, ctx: label, _metavar(argument))
+            argument.display_type_rich = lambda ctx, label=labels[argument]: label
         for param in options:
             if param.metavar is None:
                 param.metavar = "" if param.is_flag else _metavar(param)
@@ -51,20 +52,20 @@ def _readable_options(params: Sequence[Any]) -> Iterator[None]:
             param.metavar, param.secondary_opts, param.help = metavar, secondary, text
 
 
-class ReadableHelpCommand(TyperCommand):
-    """A command whose help names values as a user knows them (see :func:`_readable_options`)."""
+class _ReadableHelp:
+    """Help that names values as a user knows them (see :func:`_readable_options`), for a command or a group."""
 
     def format_help(self, ctx: Any, formatter: Any) -> None:
         with _readable_options(self.get_params(ctx)):
             super().format_help(ctx, formatter)
 
 
-class ReadableHelpGroup(TyperGroup):
-    """A command group with the same help as :class:`ReadableHelpCommand`."""
+class ReadableHelpCommand(_ReadableHelp, TyperCommand):
+    pass
 
-    def format_help(self, ctx: Any, formatter: Any) -> None:
-        with _readable_options(self.get_params(ctx)):
-            super().format_help(ctx, formatter)
+
+class ReadableHelpGroup(_ReadableHelp, TyperGroup):
+    pass
 
 
 def group(**settings) -> typer.Typer:

@@ -174,7 +174,8 @@ def scorer_factory(kind: str, backend: str, dtype: str = "float32") -> Callable[
 def scorer_for(path: Path, meta: PRMMeta, backend: str, **options):
     """The scorer of the PRM folder ``path``: its kind's class on ``backend``, if its head runs there."""
     factory = scorer_factory(meta.kind, backend, options.get("dtype", "float32"))
-    if meta.kind == "discriminative" and backend not in load_head(meta.head).backends:
+    runs_on = load_head(meta.head).backends if meta.kind == "discriminative" else (backend,)
+    if backend not in runs_on:
         raise UsageError(f"{path}: a PRM with the {meta.head} head is scored with backend "
-                         f"{' or '.join(load_head(meta.head).backends)}, not {backend}")
+                         f"{' or '.join(runs_on)}, not {backend}")
     return factory(path, meta, **options)

@@ -8,6 +8,7 @@ from typing import Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from prmfactory.errors import UsageError
+from prmfactory.serve.app import Aggregate
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -21,7 +22,7 @@ class ServeConfig(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     api_key: Optional[str] = None
-    aggregate: Literal["min", "last", "prod", "mean"] = "min"
+    aggregate: Aggregate = "min"
     backend: Literal["transformers", "vllm"] = "transformers"
     prm_format: str = "auto"
     max_batch: int = Field(64, ge=1)

@@ -31,3 +31,28 @@ def test_a_flag_shows_its_off_form_in_its_help_and_both_forms_still_parse():
     for flag in ("--dedupe", "--no-dedupe"):
         result = CliRunner().invoke(app, ["filter", "--run", "/nonexistent-run", flag])
         assert "No such option" not in result.output, result.output
+
+
+def test_the_choices_the_flags_offer_are_the_ones_the_package_takes():
+    """The CLI spells its choices as Literal types (light to import for --help); they must stay the package's."""
+    from typing import get_args
+
+    from prmfactory.cli import options as opt
+    from prmfactory.eval.processbench import ON_TOO_LONG
+    from prmfactory.inputs import FORMATS
+    from prmfactory.prm.public import PRM_FORMATS
+    from prmfactory.prm.rewards import AGGREGATIONS
+    from prmfactory.prm.scorers import SCORERS, SCORING_DTYPES
+    from prmfactory.serve.app import Aggregate
+    from prmfactory.serve.launch import ServeConfig
+    from prmfactory.toy.problems import Split
+
+    assert get_args(opt.InputFormat) == FORMATS
+    assert get_args(opt.PrmFormat) == ("auto", *PRM_FORMATS)
+    assert get_args(opt.ScoringDtype) == SCORING_DTYPES
+    assert set(get_args(opt.ScoringBackend)) == {backend for _, backend in SCORERS}
+    assert get_args(opt.Aggregation) == get_args(Aggregate) == tuple(AGGREGATIONS)
+    assert get_args(opt.ToySplit) == get_args(Split)
+    assert get_args(ServeConfig.model_fields["backend"].annotation) == get_args(opt.ScoringBackend)
+    on_too_long = CliRunner().invoke(app, ["eval", "processbench", "--help"], env={"COLUMNS": "200"}).output
+    assert "<" + "|".join(ON_TOO_LONG) + ">" in on_too_long
