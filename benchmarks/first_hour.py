@@ -39,6 +39,7 @@ SKIPS = [  # (pattern in the command, why it cannot run offline on a laptop)
     (r"^make test", "the test suite (CI runs it)"),
     (r"--repo-id (?!.*--dry-run)", "uploads to the Hugging Face Hub"),
 ]
+WRITTEN = ("runs", "toy.jsonl", "toy-ray.jsonl", "toy-pb", "first_errors.jsonl")  # what the README's commands write
 LONG = [r"pipelines/smollm2\.yaml", r"smollm2_problem_sets\.py", r"runs/smollm2\b"]
 
 
@@ -127,6 +128,10 @@ def main() -> int:
     parser.add_argument("--warning-budget", type=int, default=10, help="most WARNING lines one command may print")
     parser.add_argument("--json", type=Path, help="write the results here too")
     args = parser.parse_args()
+    present = [name for name in WRITTEN if (ROOT / name).exists()]
+    if present:  # the README's commands write there as written: a checkout's own runs would be overwritten
+        raise SystemExit(f"{ROOT}: already holds {', '.join(present)}; run this in a fresh clone "
+                         "(git clone THIS_CHECKOUT DIR && cd DIR && make install)")
     env = dict(os.environ, COLUMNS="100")
     results: list[Result] = []
     server = None
