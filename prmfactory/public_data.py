@@ -25,6 +25,7 @@ Written by hand: the reference conversions are scripts, not a library.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import re
@@ -213,10 +214,16 @@ IMPORTERS = {
 }
 
 
-def _input_files(path: Path, importer: Importer) -> list[Path]:
-    files = sorted(p for p in path.iterdir() if p.suffix in importer.suffixes) if path.is_dir() else [path]
+def _input_files(path: Path, importer: Importer, include: str | None = None) -> list[Path]:
+    """``path`` itself, or its files with the dataset's suffixes (whose names match ``include``, a glob)."""
+    if not path.is_dir():
+        if include is not None:
+            raise UsageError(f"--include {include!r}: selects files of a folder, but --input {path} is a file")
+        return [path]
+    files = sorted(p for p in path.iterdir() if p.suffix in importer.suffixes and fnmatch.fnmatch(p.name, include or "*"))
     if not files:
-        raise UsageError(f"{path}: no {' or '.join(importer.suffixes)} files")
+        raise UsageError(f"{path}: no {' or '.join(importer.suffixes)} files"
+                         + (f" whose names match {include!r}" if include else ""))
     return files
 
 
@@ -261,8 +268,9 @@ def _check_output(output: Path, force: bool) -> bool:
 
 
 def import_dataset(source: str, input: Path, output: Path, *, neutral_is_correct: bool = False, force: bool = False,
-                   quiet: bool = False) -> dict[str, Any]:
-    """Map every record of ``input`` (a file, or a folder of them) and write the rows, rejects and report.
+                   quiet: bool = False, include: str | None = None) -> dict[str, Any]:
+    """Map every record of ``input`` (a file, or a folder of them, those matching ``include`` when given)
+    and write the rows, rejects and report.
 
     The files are written beside the output and moved in at the end, so an interrupted import
     leaves the folder as it was."""
@@ -280,7 +288,7 @@ def import_dataset(source: str, input: Path, output: Path, *, neutral_is_correct
     if source not in IMPORTERS:
         raise UsageError(f"import: unknown dataset {source!r} (one of {', '.join(IMPORTERS)})")
     importer = IMPORTERS[source]
-    files = _input_files(input, importer)
+    files = _input_files(input, importer, include)
     replacing = _check_output(output, force)
     started = time.monotonic()
     rows: list[dict[str, Any]] = []

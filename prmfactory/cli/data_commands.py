@@ -19,6 +19,8 @@ def import_data(
     dataset: Annotated[str, typer.Argument(help="math-shepherd, prm800k, processbench or prmbench.")],
     input: Annotated[Path, typer.Option("--input", "-i", help="The dataset's file, or a folder of its files.", exists=True)],
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for part-*.parquet, rejects.jsonl, import.json, log.txt.")],
+    include: Annotated[Optional[str], typer.Option(help="Of a folder, only the files whose names match this glob "
+                                                        "(e.g. '*_train_*' for PRMBench's training files).")] = None,
     neutral_is_correct: Annotated[bool, typer.Option(help="PRM800K: a neutral (0) rating counts as correct "
                                                           "(TRL's conversion counts it wrong).")] = False,
     force: Annotated[bool, typer.Option(help="Replace an earlier import in --output.")] = False,
@@ -27,7 +29,8 @@ def import_data(
     """A public PRM dataset as TRL stepwise Parquet for `train-prm --data DIR`; unmappable records go to rejects.jsonl."""
     from prmfactory.public_data import import_dataset
 
-    report = import_dataset(dataset, input, output, neutral_is_correct=neutral_is_correct, force=force, quiet=quiet)
+    report = import_dataset(dataset, input, output, neutral_is_correct=neutral_is_correct, force=force, quiet=quiet,
+                            include=include)
     print(f"{report['rows']} rows ({report['steps']} steps, {report['positive_steps']} labelled correct), "
           f"{report['rejected']} rejected" + "".join(f"; {n} {r}" for r, n in report["rejected_by_reason"].items()))
     print(f"written to {output}; train with `prmfactory train-prm --data {output}`")

@@ -130,17 +130,36 @@ def _filter(given: dict[str, Any], build: Callable) -> None:
 TrainDataOpt = Annotated[Path, typer.Option(help="Run folder (its steps/) or Parquet shards in TRL's stepwise format.", exists=True)]
 TrainOutputOpt = Annotated[Path, typer.Option("--output", "-o", help="Folder for the trained PRM.")]
 TrainForceOpt = Annotated[bool, typer.Option("--force", help="Replace a PRM in --output trained with another config or data.")]
+TrainMixOpt = Annotated[Optional[list[str]], typer.Option(
+    "--mix", metavar="DATA=WEIGHT", help="More training data mixed into --data (a run folder or Parquet shards), each "
+                                         "row taken WEIGHT times (0.5: a seeded half); repeatable.")]
+
+
+def parse_mix(values: list[str]) -> dict[str, float]:
+    """``--mix DATA=WEIGHT`` flags as the config's ``mix`` mapping."""
+    from prmfactory.errors import UsageError
+
+    mix = {}
+    for value in values:
+        path, _, weight = value.rpartition("=")
+        try:
+            mix[path] = float(weight)
+        except ValueError:
+            raise UsageError(f"--mix {value!r}: expected DATA=WEIGHT, e.g. runs/toy=0.5") from None
+        if not path:
+            raise UsageError(f"--mix {value!r}: expected DATA=WEIGHT, e.g. runs/toy=0.5")
+    return mix
 
 
 @opt.stage_command(_register, handled, "train-prm", [
     opt.parameter("data", TrainDataOpt, inspect.Parameter.empty), opt.parameter("output", TrainOutputOpt, inspect.Parameter.empty),
-    opt.parameter("force", TrainForceOpt, False)],
+    opt.parameter("force", TrainForceOpt, False), opt.parameter("mix", TrainMixOpt, None)],
     "Train a discriminative or generative PRM on stepwise shards.")
 def _train_prm(given: dict[str, Any], build: Callable) -> None:
     from prmfactory.stages import StageInput, execute
     from prmfactory.store import Run
 
-    output, config = given["output"], build({})
+    output, config = given["output"], build({"mix": parse_mix(given["mix"])} if given["mix"] else {})
     if "base" not in config.model_fields_set:
         from prmfactory.progress import console
 

@@ -57,8 +57,8 @@ def score_encoded(model, encoded: Sequence["EncodedSolution"], pad_id: int, batc
     import torch
 
     # Batches of similar length: padding every batch to its longest item is most of the cost otherwise. An
-    # item without tokens (no steps, in a format that has no text without them) has nothing to run.
-    order = sorted((i for i in range(len(encoded)) if encoded[i].input_ids), key=lambda i: len(encoded[i].input_ids))
+    # item with no step inside the length limit has nothing to read, so it is not run.
+    order = sorted((i for i in range(len(encoded)) if encoded[i].label_positions), key=lambda i: len(encoded[i].input_ids))
     results: list[list[float]] = [nan_padded([], item.steps_total) for item in encoded]
     for start in range(0, len(order), batch_size):
         chunk = order[start:start + batch_size]
@@ -67,6 +67,5 @@ def score_encoded(model, encoded: Sequence["EncodedSolution"], pad_id: int, batc
             logits = model(**batch).logits
         for row, index in enumerate(chunk):
             item = encoded[index]
-            scores = read(logits[row], item) if item.label_positions else []
-            results[index] = nan_padded(scores, item.steps_total)
+            results[index] = nan_padded(read(logits[row], item), item.steps_total)
     return results

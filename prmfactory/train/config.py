@@ -25,6 +25,10 @@ class TrainPrmConfig(StageConfig):
     segmentation: Optional[SegmentationName] = Field(
         None, description="Step separator of rows that do not record one (plain stepwise Parquet); "
                           "default: the rows' own `segmentation`, else blank_line.")
+    mix: dict[str, float] = Field(
+        default_factory=dict, description="More training data, mixed into --data: a run folder or Parquet shards -> "
+                                          "weight (each row taken weight times: 0.5 a seeded half, 2 twice); "
+                                          "the card records every source and its counts.")
     max_length: int = Field(512, ge=16, description="Longest tokenized example; whole steps beyond it are dropped and counted.")
     learning_rate: float = Field(3e-4, gt=0, description="Peak learning rate (cosine schedule, 5% warm-up).")
     epochs: float = Field(2.0, gt=0, description="Passes over the data (ignored when max_steps > 0).")
@@ -44,6 +48,14 @@ class TrainPrmConfig(StageConfig):
         if head != "token" and info.data.get("kind") != "discriminative":
             raise ValueError(f"{head!r} is a discriminative head; a generative PRM has none")
         return head
+
+    @field_validator("mix")
+    @classmethod
+    def _positive_weights(cls, mix: dict[str, float]) -> dict[str, float]:
+        for path, weight in mix.items():
+            if not weight > 0:
+                raise ValueError(f"{path}: weight {weight}: must be above 0 (leave a source out to drop it)")
+        return mix
 
     @field_validator("lora_r")
     @classmethod

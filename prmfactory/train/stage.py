@@ -100,17 +100,69 @@ def load_training_data(path: Path, segmentation: str | None, *, with_claims: boo
     if segmentation and split_with and split_with != [segmentation]:
         raise UsageError(f"{origin}: field 'segmentation': the rows were split with {split_with[0]}, "
                          f"not {segmentation}; drop --segmentation or set it to {split_with[0]}")
-    lineage["rows"] = len(rows)
-    lineage["steps"] = sum(len(r["completions"]) for r in rows)
-    lineage["positive_steps"] = sum(sum(1 for label in r["labels"] if label) for r in rows)
+    lineage["label_sources"] = label_sources(rows, lineage["rule"])
+    lineage.update(_counts(rows))
     return TrainingData(rows, segmentation or (split_with or ["blank_line"])[0], lineage, claims)
+
+
+def _counts(rows: list[dict[str, Any]]) -> dict[str, int]:
+    return {"rows": len(rows), "steps": sum(len(r["completions"]) for r in rows),
+            "positive_steps": sum(sum(1 for label in r["labels"] if label) for r in rows)}
+
+
+def label_sources(rows: list[dict[str, Any]], rule: str | None) -> dict[str, int]:
+    """Rows per origin of their labels: a run's filter rule (labels the factory made), or the ``source`` column
+    an import writes (``prmbench``, ``math-shepherd``, ...), or ``as given`` for shards without one."""
+    if rule is not None:
+        return {f"prmfactory ({rule} rule)": len(rows)}
+    counts: dict[str, int] = {}
+    for row in rows:
+        name = row.get("source") or "as given"
+        counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+def load_mixture(sources: list[tuple[Path, float]], segmentation: str | None, *, with_claims: bool = False,
+                 seed: int = 0) -> TrainingData:
+    """The rows of several datasets, each taken ``weight`` times (2: every row twice; 0.5: a seeded half).
+
+    The first source is the main one: its segmentation is the PRM's, and the others' steps, already split,
+    are joined with its separator. One source of weight 1 is :func:`load_training_data` unchanged; a
+    mixture's lineage lists each source with its weight and the rows, steps and labels taken from it."""
+    import random
+
+    if len(sources) == 1 and sources[0][1] == 1:
+        return load_training_data(sources[0][0], segmentation, with_claims=with_claims)
+    rng = random.Random(seed)
+    parts, rows, claims = [], [], {}
+    for index, (path, weight) in enumerate(sources):
+        data = load_training_data(path, segmentation if index == 0 else None, with_claims=with_claims)
+        if index == 0:
+            segmentation = data.segmentation
+        whole, fraction = divmod(weight, 1)
+        taken = data.rows * int(whole) + rng.sample(data.rows, round(fraction * len(data.rows)))
+        used = _counts(taken)
+        parts.append({**data.lineage, "data": str(path), "weight": weight, "rows_used": used["rows"],
+                      "steps_used": used["steps"], "positive_steps_used": used["positive_steps"],
+                      "label_sources_used": label_sources(taken, data.lineage["rule"])})
+        rows += taken
+        claims.update(data.claims)
+    rng.shuffle(rows)
+    lineage = {"mixture": parts, "rule": None, "label_sources": {}, **_counts(rows)}
+    for part in parts:
+        for name, count in part["label_sources_used"].items():
+            lineage["label_sources"][name] = lineage["label_sources"].get(name, 0) + count
+    return TrainingData(rows, segmentation or "blank_line", lineage, claims)
 
 
 def _content(lineage: dict[str, Any]) -> dict[str, Any]:
     """What a lineage says about the training rows themselves, without where they were read from: a run or
     shards copied to another folder or machine are the same data (their bytes' sha256 are the same)."""
-    kept = {k: v for k, v in lineage.items() if k not in ("runs", "files", "shards")}
+    kept = {k: v for k, v in lineage.items()
+            if k not in ("runs", "files", "shards", "data", "mixture", "label_sources")}  # the last: derived from the rows
     kept["shards"] = sorted((s["sha256"], s["rows"]) for s in lineage.get("shards", []))
+    if "mixture" in lineage:
+        kept["mixture"] = [_content(part) for part in lineage["mixture"]]
     return kept
 
 
@@ -247,7 +299,9 @@ class TrainPrmStage(Stage, name="train-prm", config=TrainPrmConfig, reads=("step
         if ctx.run.root.exists() and not ctx.run.root.is_dir():
             raise UsageError(f"{ctx.run.root}: not a folder; give a folder for the PRM")
         require_model(ctx.config.base)
-        data = load_training_data(ctx.source.path, ctx.config.segmentation, with_claims=ctx.config.kind == "generative")
+        sources = [(ctx.source.path, 1.0)] + [(Path(path), weight) for path, weight in ctx.config.mix.items()]
+        data = load_mixture(sources, ctx.config.segmentation, with_claims=ctx.config.kind == "generative",
+                            seed=ctx.config.seed)
         if not data.rows:
             raise UsageError(f"{ctx.source.path}: no training rows")
         return data

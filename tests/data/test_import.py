@@ -182,3 +182,15 @@ def test_train_prm_takes_an_import_as_is(dataset, source, tmp_path):
     meta = json.loads((prm / "prm.json").read_text())
     rows = _rows(data)
     assert meta["lineage"]["rows"] == len(rows) and meta["segmentation"] == rows[0]["segmentation"]
+
+
+def test_include_imports_only_the_folders_files_it_names(tmp_path):
+    report = import_dataset("prmbench", FIXTURES / "prmbench", tmp_path / "out", quiet=True, include="*_circular*")
+    assert [i["file"].rsplit("/", 1)[1] for i in report["inputs"]] == ["prm800k_test_p1_4o_circular.jsonl"]
+    assert {r["subset"] for r in _rows(tmp_path / "out")} <= {"circular", "correct"}
+    with pytest.raises(UsageError, match="no .jsonl files whose names match '\\*_train_\\*'"):
+        import_dataset("prmbench", FIXTURES / "prmbench", tmp_path / "none", quiet=True, include="*_train_*")
+    with pytest.raises(UsageError, match="selects files of a folder"):
+        import_dataset("prmbench", FIXTURES / "prmbench" / "prm800k_test_p1_4o_circular.jsonl", tmp_path / "file",
+                       quiet=True, include="*")
+    assert not (tmp_path / "none").exists() and not (tmp_path / "file").exists()

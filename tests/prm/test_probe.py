@@ -120,3 +120,29 @@ def test_probe_trains_only_its_head_and_learns_to_find_wrong_steps(probe_prm):
 def test_probe_prm_is_not_scored_by_vllm(probe_prm):
     with pytest.raises(UsageError, match="scored with backend transformers"):
         PRM.from_pretrained(probe_prm[0], backend="vllm")
+
+
+def test_written_log_likelihoods_match_the_full_logits_in_any_chunking(tiny_model_dir, monkeypatch):
+    """The chunked reading equals log_softmax over the model's own full logits, on real tokens, however
+    many tokens a chunk holds; padding and the first token read 0."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from prmfactory.prm.heads import probe
+
+    lm = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    torch.manual_seed(1)
+    ids = torch.randint(3, lm.config.vocab_size, (3, 11))
+    mask = torch.ones_like(ids)
+    mask[1, 7:], mask[2, 4:] = 0, 0  # right padding, as the collator pads
+    with torch.no_grad():
+        logits = lm(input_ids=ids, attention_mask=mask).logits
+        expected = torch.zeros(ids.shape)
+        expected[:, 1:] = torch.log_softmax(logits[:, :-1].float(), -1).gather(-1, ids[:, 1:, None]).squeeze(-1)
+        expected *= mask * mask.roll(1, 1)
+        hidden = lm.base_model(input_ids=ids, attention_mask=mask).last_hidden_state
+        for chunk_bytes in (4 * lm.config.vocab_size, 5 * 4 * lm.config.vocab_size, probe.LOGIT_CHUNK_BYTES):
+            monkeypatch.setattr(probe, "LOGIT_CHUNK_BYTES", chunk_bytes)
+            written = probe.written_log_likelihoods(lm, hidden, ids, mask)
+            assert torch.allclose(written, expected, atol=1e-5)
+    assert (written[:, 0] == 0).all() and (written[1, 7:] == 0).all() and written[0].ne(0).sum() == 10

@@ -34,6 +34,32 @@ if TYPE_CHECKING:
 PROBE_FILE = "probe.safetensors"  # the head's weights, beside the base's own files
 
 
+LOGIT_CHUNK_BYTES = 256 * 2**20  # float32 logits computed at once while reading log-likelihoods
+
+
+def written_log_likelihoods(lm, hidden: torch.Tensor, input_ids: torch.Tensor,
+                            attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """``log p(x_t | x_<t)`` of each written token (B, T), float32; 0 at the first token and at padding.
+
+    The LM head runs on the hidden states of real tokens only, a chunk of tokens at a time, so the
+    (B, T, vocab) logits are never held at once: padding costs nothing and memory stays bounded
+    (``LOGIT_CHUNK_BYTES``) however long the batch. Gemma-style final soft-capping is applied."""
+    output = lm.get_output_embeddings()
+    cap = getattr(lm.config, "final_logit_softcapping", None)
+    real = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+    rows, columns = torch.nonzero(real[:, 1:] & real[:, :-1], as_tuple=True)  # token t + 1 read from position t
+    written = torch.zeros(input_ids.shape, dtype=torch.float32, device=input_ids.device)
+    chunk = max(1, LOGIT_CHUNK_BYTES // (4 * output.out_features))
+    for start in range(0, len(rows), chunk):
+        row, column = rows[start:start + chunk], columns[start:start + chunk]
+        logits = output(hidden[row, column]).float()
+        if cap:
+            logits = cap * torch.tanh(logits / cap)
+        # cross-entropy's fused log-softmax: one pass over the vocabulary, where logsumexp takes several
+        written[row, column + 1] = -nn.functional.cross_entropy(logits, input_ids[row, column + 1], reduction="none")
+    return written
+
+
 class LikelihoodProbe(nn.Module):
     """A frozen causal LM and the probe: ``forward`` gives each token's margin ``z_t`` as ``logits`` (B, T)."""
 
@@ -57,14 +83,9 @@ class LikelihoodProbe(nn.Module):
 
     def forward(self, input_ids, attention_mask=None) -> TokenClassifierOutput:
         with torch.no_grad():
-            out = self.lm(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
-            written = torch.zeros(input_ids.shape, dtype=torch.float32, device=input_ids.device)
-            for row, logits in enumerate(out.logits[:, :-1]):  # one row at a time: (T, vocab) in float32 at most
-                logits = logits.float()
-                chosen = logits.gather(-1, input_ids[row, 1:, None]).squeeze(-1)
-                written[row, 1:] = chosen - torch.logsumexp(logits, dim=-1)
-            hidden = out.hidden_states[-1].float()
-        bias, gate = self.head(hidden).unbind(-1)
+            hidden = self.lm.base_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            written = written_log_likelihoods(self.lm, hidden, input_ids, attention_mask)
+        bias, gate = self.head(hidden.float()).unbind(-1)
         return TokenClassifierOutput(logits=bias + nn.functional.softplus(gate) * written)
 
     def save_pretrained(self, path: str | Path) -> None:
