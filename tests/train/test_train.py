@@ -328,3 +328,35 @@ def test_a_prm_scores_in_bfloat16_close_to_float32_and_refuses_other_dtypes(disc
     assert len(half) == len(full) and max(abs(a - b) for a, b in zip(full, half)) < 0.05
     with pytest.raises(UsageError, match="not one of float32"):
         PRM.from_pretrained(output, dtype="int8")
+
+
+def test_a_mixture_takes_each_source_weight_times_and_records_where_its_labels_came_from(tmp_path):
+    from prmfactory.cli.stage_commands import parse_mix
+    from prmfactory.train.stage import _content, load_mixture, load_training_data
+    from tests.conftest import stepwise_rows
+
+    main, other = tmp_path / "imported", tmp_path / "factory.parquet"
+    main.mkdir()
+    pq.write_table(pa.Table.from_pylist([dict(r, source="prmbench") for r in stepwise_rows(6)]), main / "part-00000.parquet")
+    pq.write_table(pa.Table.from_pylist([dict(r, segmentation="line") for r in stepwise_rows(10)]), other)
+
+    assert load_mixture([(main, 1.0)], None).lineage == load_training_data(main, None).lineage  # one source: as before
+    data = load_mixture([(main, 2.0), (other, 0.5)], None, seed=3)
+    main_part, other_part = data.lineage["mixture"]
+    assert (main_part["rows"], main_part["rows_used"], other_part["rows"], other_part["rows_used"]) == (6, 12, 10, 5)
+    assert data.lineage["label_sources"] == {"prmbench": 12, "as given": 5} and data.lineage["rows"] == len(data.rows) == 17
+    assert data.segmentation == "blank_line"  # the first source's; the other's steps are joined with its separator
+    assert data.lineage["steps"] == main_part["steps_used"] + other_part["steps_used"]
+    again = load_mixture([(main, 2.0), (other, 0.5)], None, seed=3)
+    assert again.rows == data.rows  # the sampled half is seeded
+    moved = tmp_path / "moved.parquet"
+    moved.write_bytes(other.read_bytes())
+    assert _content(load_mixture([(main, 2.0), (moved, 0.5)], None, seed=3).lineage) == _content(data.lineage)
+    assert _content(load_mixture([(main, 2.0), (other, 1.0)], None, seed=3).lineage) != _content(data.lineage)
+
+    assert parse_mix(["runs/a=b=0.25", "x.parquet=2"]) == {"runs/a=b": 0.25, "x.parquet": 2.0}
+    for bad in ("runs/toy", "=0.5", "runs/toy=half"):
+        with pytest.raises(UsageError, match="expected DATA=WEIGHT"):
+            parse_mix([bad])
+    with pytest.raises(Exception, match="must be above 0"):
+        TrainPrmConfig(mix={"runs/toy": 0})
