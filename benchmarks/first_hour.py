@@ -8,8 +8,8 @@ snippets forgot), or prints more WARNING lines than ``--warning-budget``. ``prmf
 in the background (its curl lines follow it) and stops at the end.
 
 Skipped, each with its reason: what needs a GPU cluster, a model from the Hub, an object store, RL
-frameworks' own launchers or placeholders (``...``); the SmolLM2 factory run (about an hour on two
-cores) unless ``--long``; ``make test`` (CI runs it).
+frameworks' own launchers or placeholders (``...``); the SmolLM2 factory run and the real-text recipe
+(about an hour each on two cores) unless ``--long``; ``make test`` (CI runs it).
 
 Usage (a fresh clone beside ``shared/``, after ``make install``):
     .venv/bin/python benchmarks/first_hour.py [--long] [--warning-budget 10] [--json runs/first_hour.json]
@@ -40,7 +40,8 @@ SKIPS = [  # (pattern in the command, why it cannot run offline on a laptop)
     (r"--repo-id (?!.*--dry-run)", "uploads to the Hugging Face Hub"),
 ]
 WRITTEN = ("runs", "toy.jsonl", "toy-ray.jsonl", "toy-pb", "first_errors.jsonl")  # what the README's commands write
-LONG = [r"pipelines/smollm2\.yaml", r"smollm2_problem_sets\.py", r"runs/smollm2\b"]
+LONG = [r"pipelines/smollm2\.yaml", r"smollm2_problem_sets\.py", r"runs/smollm2\b",
+        r"pipelines/real_text\.yaml", r"runs/real-text\b"]
 
 
 @dataclass

@@ -27,6 +27,8 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=0, help="Records per split (0: all).")
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--floor", action="store_true",
+                        help="Also time the base model's body alone on the same batches: what any head pays.")
     parser.add_argument("--output", type=Path)
     args = parser.parse_args()
 
@@ -54,6 +56,11 @@ def main() -> None:
                                   "tokens_per_s": round(tokens / seconds), "steps": steps, "unscored_steps": unscored}
         print(f"{name}: {len(items)} solutions, {tokens:,} tokens in {seconds:.1f} s = {tokens / seconds:,.0f} tokens/s; "
               f"{unscored} of {steps} steps unscored ({unscored / max(steps, 1):.1%})", flush=True)
+        if args.floor:
+            body_s = _body_seconds(prm, items, args.batch_size)
+            result["splits"][name]["body_only_seconds"] = round(body_s, 1)
+            print(f"{name}: the base model's body alone on the same batches: {body_s:.1f} s = "
+                  f"{tokens / body_s:,.0f} tokens/s", flush=True)
     total = {k: sum(s[k] for s in result["splits"].values()) for k in ("solutions", "tokens", "seconds", "steps",
                                                                        "unscored_steps")}
     result["total"] = {**total, "tokens_per_s": round(total["tokens"] / total["seconds"])}
@@ -62,6 +69,24 @@ def main() -> None:
           f"{result['total']['tokens_per_s']:,} tokens/s; peak RSS {result['peak_rss_gb']} GB")
     if args.output:
         args.output.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+
+
+def _body_seconds(prm, items, batch_size: int) -> float:
+    """Seconds the base model's transformer body (no head, no LM head) takes on the scorer's own batches."""
+    import torch
+
+    from prmfactory.prm.scoring import PadCollator
+
+    scorer = prm.scorer
+    model = getattr(scorer.model, "lm", scorer.model)  # the probe wraps the causal LM
+    encoded = [scorer.encoder.encode(*item) for item in items]
+    order = sorted((i for i, e in enumerate(encoded) if e.label_positions), key=lambda i: len(encoded[i].input_ids))
+    started = time.monotonic()
+    for start in range(0, len(order), batch_size):
+        batch = PadCollator(scorer.pad_id)([{"input_ids": encoded[i].input_ids} for i in order[start:start + batch_size]])
+        with torch.inference_mode():
+            model.base_model(**batch)
+    return time.monotonic() - started
 
 
 if __name__ == "__main__":
