@@ -46,7 +46,8 @@ def main() -> None:
     for name, records in splits.items():
         records = records[:args.limit] if args.limit else records
         items = [(r["problem"], r["steps"]) for r in records]
-        tokens = sum(len(prm.scorer.encoder.encode(*item).input_ids) for item in items)
+        encoded = [prm.scorer.encoder.encode(*item) for item in items]
+        tokens = sum(len(e.input_ids) for e in encoded)
         started = time.monotonic()
         scores = score_with_progress(prm, items, quiet=True)
         seconds = time.monotonic() - started
@@ -57,7 +58,7 @@ def main() -> None:
         print(f"{name}: {len(items)} solutions, {tokens:,} tokens in {seconds:.1f} s = {tokens / seconds:,.0f} tokens/s; "
               f"{unscored} of {steps} steps unscored ({unscored / max(steps, 1):.1%})", flush=True)
         if args.floor:
-            body_s = _body_seconds(prm, items, args.batch_size)
+            body_s = _body_seconds(prm, encoded, args.batch_size)
             result["splits"][name]["body_only_seconds"] = round(body_s, 1)
             print(f"{name}: the base model's body alone on the same batches: {body_s:.1f} s = "
                   f"{tokens / body_s:,.0f} tokens/s", flush=True)
@@ -71,21 +72,22 @@ def main() -> None:
         args.output.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
 
 
-def _body_seconds(prm, items, batch_size: int) -> float:
-    """Seconds the base model's transformer body (no head, no LM head) takes on the scorer's own batches."""
-    import torch
+def _body_seconds(prm, encoded, batch_size: int) -> float:
+    """Seconds the base model's transformer body (no head, no LM head) takes on the scorer's own batches
+    (:func:`~prmfactory.prm.scoring.score_encoded`'s length-sorted batching, with nothing read)."""
+    from types import SimpleNamespace
 
-    from prmfactory.prm.scoring import PadCollator
+    from prmfactory.prm.scoring import score_encoded
 
     scorer = prm.scorer
-    model = getattr(scorer.model, "lm", scorer.model)  # the probe wraps the causal LM
-    encoded = [scorer.encoder.encode(*item) for item in items]
-    order = sorted((i for i, e in enumerate(encoded) if e.label_positions), key=lambda i: len(encoded[i].input_ids))
+    body = getattr(scorer.model, "lm", scorer.model).base_model  # the probe wraps the causal LM
+
+    def run_body(**batch):
+        body(**batch)
+        return SimpleNamespace(logits=[None] * len(batch["input_ids"]))
+
     started = time.monotonic()
-    for start in range(0, len(order), batch_size):
-        batch = PadCollator(scorer.pad_id)([{"input_ids": encoded[i].input_ids} for i in order[start:start + batch_size]])
-        with torch.inference_mode():
-            model.base_model(**batch)
+    score_encoded(run_body, encoded, scorer.pad_id, batch_size, read=lambda logits, item: [])
     return time.monotonic() - started
 
 

@@ -143,11 +143,11 @@ def parse_mix(values: list[str]) -> dict[str, float]:
     for value in values:
         path, _, weight = value.rpartition("=")
         try:
+            if not path:
+                raise ValueError(value)
             mix[path] = float(weight)
         except ValueError:
             raise UsageError(f"--mix {value!r}: expected DATA=WEIGHT, e.g. runs/toy=0.5") from None
-        if not path:
-            raise UsageError(f"--mix {value!r}: expected DATA=WEIGHT, e.g. runs/toy=0.5")
     return mix
 
 

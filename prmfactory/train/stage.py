@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,11 +116,7 @@ def label_sources(rows: list[dict[str, Any]], rule: str | None) -> dict[str, int
     an import writes (``prmbench``, ``math-shepherd``, ...), or ``as given`` for shards without one."""
     if rule is not None:
         return {f"prmfactory ({rule} rule)": len(rows)}
-    counts: dict[str, int] = {}
-    for row in rows:
-        name = row.get("source") or "as given"
-        counts[name] = counts.get(name, 0) + 1
-    return counts
+    return dict(Counter(row.get("source") or "as given" for row in rows))
 
 
 def load_mixture(sources: list[tuple[Path, float]], segmentation: str | None, *, with_claims: bool = False,
@@ -148,10 +145,8 @@ def load_mixture(sources: list[tuple[Path, float]], segmentation: str | None, *,
         rows += taken
         claims.update(data.claims)
     rng.shuffle(rows)
-    lineage = {"mixture": parts, "rule": None, "label_sources": {}, **_counts(rows)}
-    for part in parts:
-        for name, count in part["label_sources_used"].items():
-            lineage["label_sources"][name] = lineage["label_sources"].get(name, 0) + count
+    sources_used = sum((Counter(part["label_sources_used"]) for part in parts), Counter())
+    lineage = {"mixture": parts, "rule": None, "label_sources": dict(sources_used), **_counts(rows)}
     return TrainingData(rows, segmentation or "blank_line", lineage, claims)
 
 
